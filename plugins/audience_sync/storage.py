@@ -1,0 +1,98 @@
+"""Where intermediate data lives: ``<base>/runs/<dag_id>/<run_id>/`` and ``<base>/state/<dag_id>/``.
+
+The base is ``AUDIENCE_SYNC_BASE_PATH`` (any URL Airflow's object storage understands:
+``file:///...``, ``s3://conn_id@bucket/prefix``, ``gs://...``), by default ``data/`` in the project.
+Runs are keyed on ``run_id``, never on the logical date, which a manual run may not have.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from airflow.sdk import ObjectStoragePath
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BASE = (PROJECT_ROOT / "data").as_uri()
+
+
+def base_path() -> ObjectStoragePath:
+    return ObjectStoragePath(os.environ.get("AUDIENCE_SYNC_BASE_PATH") or DEFAULT_BASE)
+
+
+def _safe(part: str) -> str:
+    """Run ids carry ':' and '+'; keep folder names portable across filesystems and buckets."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", part)
+
+
+def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
+    folder = base_path() / "runs" / _safe(dag_id) / _safe(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def state_folder(dag_id: str) -> ObjectStoragePath:
+    folder = base_path() / "state" / _safe(dag_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def as_path(value: str | ObjectStoragePath) -> ObjectStoragePath:
+    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
+
+
+def local_or_none(path: ObjectStoragePath) -> str | None:
+    """The plain filesystem path when the storage is local, so pyarrow can memory-map it."""
+    return path.path if path.protocol in ("file", "local", "") else None
+
+
+def write_parquet(frame: pd.DataFrame | pa.Table, path: str | ObjectStoragePath) -> str:
+    """Write atomically (temp name, then rename) so a killed task never leaves half a file."""
+    path = as_path(path)
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    tmp = path.parent / f".{path.name}.tmp"
+    with tmp.open("wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+    tmp.rename(path)
+    return str(path)
+
+
+def read_parquet(path: str | ObjectStoragePath, columns: list[str] | None = None) -> pd.DataFrame:
+    return read_table(path, columns).to_pandas()
+
+
+def read_table(path: str | ObjectStoragePath, columns: list[str] | None = None) -> pa.Table:
+    path = as_path(path)
+    local = local_or_none(path)
+    if local:
+        return pq.read_table(local, columns=columns)
+    with path.open("rb") as handle:
+        return pq.read_table(io.BytesIO(handle.read()), columns=columns)
+
+
+def iter_parquet_batches(path: str | ObjectStoragePath, batch_size: int = 100_000, columns: list[str] | None = None):
+    """Stream record batches so memory stays bounded whatever the file size."""
+    path = as_path(path)
+    local = local_or_none(path)
+    handle = open(local, "rb") if local else path.open("rb")
+    with handle:
+        yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def write_json(data: Any, path: str | ObjectStoragePath) -> str:
+    path = as_path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.rename(path)
+    return str(path)
+
+
+def read_json(path: str | ObjectStoragePath) -> Any:
+    return json.loads(as_path(path).read_text())
