@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported: give the test session its own home,
+# with the project's DAGs and plugins and no examples, before anything imports airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-tests-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 for folder in ("plugins", "include", "tests"):
     if str(ROOT / folder) not in sys.path:
         sys.path.insert(0, str(ROOT / folder))
 
-import json
-
 import pytest
-from sandbox import credentials
+from sandbox.connections import aep_connection, hubspot_connection
 from sandbox_process import start_sandbox
 
 
@@ -27,33 +35,6 @@ def aep_sandbox(tmp_path):
     server = start_sandbox("aep", tmp_path)
     yield server
     server.stop()
-
-
-def hubspot_connection(url: str, **extra) -> str:
-    """``AIRFLOW_CONN_HUBSPOT_DEFAULT`` for the sandbox: a private-app token unless OAuth extras are given."""
-    conn = {"conn_type": "http", "host": url, "extra": {"api_version": "2026-03", **extra}}
-    if "refresh_token" not in extra:
-        conn["password"] = credentials.HUBSPOT_PRIVATE_APP_TOKEN
-    return json.dumps(conn)
-
-
-def aep_connection(url: str, **extra) -> str:
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": url,
-            "login": credentials.AEP_CLIENT_ID,
-            "password": credentials.AEP_CLIENT_SECRET,
-            "extra": {
-                "org_id": credentials.AEP_ORG_ID,
-                "sandbox_name": credentials.AEP_SANDBOX_NAME,
-                "ims_url": url,
-                "export_dataset_id": credentials.AEP_DATASET_ID,
-                "merge_policy_id": credentials.AEP_MERGE_POLICY_ID,
-                **extra,
-            },
-        }
-    )
 
 
 @pytest.fixture
@@ -73,3 +54,10 @@ def _isolated_base_path(monkeypatch, tmp_path):
     """Every test writes its run folders and state under its own temporary directory."""
     monkeypatch.setenv("AUDIENCE_SYNC_BASE_PATH", (tmp_path / "data").as_uri())
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated metadata database (SQLite in the session's AIRFLOW_HOME) for dag.test() runs."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    return os.environ["AIRFLOW_HOME"]
