@@ -39,15 +39,6 @@ def test_sync_dag_is_present(dagbag):
     assert "hubspot_audience_sync" in dagbag.dags
 
 
-@pytest.mark.parametrize("dag_id", ["hubspot_audience_sync"])
-def test_owner_tags_retries(dagbag, dag_id):
-    dag = dagbag.dags[dag_id]
-    assert dag.tags, f"{dag_id} has no tags"
-    for task in dag.tasks:
-        assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
-        assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
-
-
 def test_every_dag_has_owner_tags_and_retries(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, dag_id

@@ -1,0 +1,260 @@
+"""HubSpot CRM calls the sync needs: contact properties and groups, batch upsert/read, search counts,
+daily API usage. Wire shapes follow the 2026-03 reference pages on developers.hubspot.com (same
+bodies under the legacy ``/crm/v3`` paths); the hook picks the path version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from audience_sync.hooks.base import ApiError
+from audience_sync.hooks.hubspot import HubSpotHook
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100  # "Upsert contacts": at most 100 inputs per batch
+# Error codes that condemn every input carrying the named property, whatever its value.
+PROPERTY_LEVEL_CODES = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE", "PROPERTY_NOT_FOUND"})
+
+
+@dataclass(frozen=True)
+class Written:
+    hubspot_id: str | None
+    new: bool
+
+
+@dataclass(frozen=True)
+class Reject:
+    category: str
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class UpsertAnswer:
+    """Per input index: what HubSpot wrote and what it refused."""
+
+    written: dict[int, Written]
+    rejected: dict[int, Reject]
+
+
+class BatchRejected(ApiError):
+    """HubSpot refused a whole batch (400). ``blamed`` holds the inputs its error names."""
+
+    def __init__(self, error: ApiError, blamed: dict[int, Reject]) -> None:
+        super().__init__(error.service, error.status, error.category, error.message, error.request_id, error.body)
+        self.blamed = blamed
+
+
+class DailyBudgetExceeded(RuntimeError):
+    """Starting would run the account out of its daily API calls halfway through."""
+
+
+class HubSpotClient:
+    def __init__(self, hook: HubSpotHook) -> None:
+        self.hook = hook
+
+    # --- properties and groups ("Properties" API, /crm/properties/<v>/contacts) ----------------------
+    def list_properties(self) -> list[dict[str, Any]]:
+        return self.hook.request_json("GET", self.hook.path("crm/properties", "contacts"))["results"]
+
+    def get_property(self, name: str) -> dict[str, Any] | None:
+        response = self.hook.request("GET", self.hook.path("crm/properties", f"contacts/{name}"), ok_statuses=(404,))
+        return None if response.status_code == 404 else response.json()
+
+    def create_property(self, definition: dict[str, Any]) -> dict[str, Any]:
+        return self.hook.request_json("POST", self.hook.path("crm/properties", "contacts"), json=definition)
+
+    def update_property(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self.hook.request_json("PATCH", self.hook.path("crm/properties", f"contacts/{name}"), json=changes)
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return self.hook.request_json("GET", self.hook.path("crm/properties", "contacts/groups"))["results"]
+
+    def create_group(self, name: str, label: str, display_order: int = -1) -> dict[str, Any]:
+        body = {"name": name, "label": label, "displayOrder": display_order}
+        return self.hook.request_json("POST", self.hook.path("crm/properties", "contacts/groups"), json=body)
+
+    # --- contacts -----------------------------------------------------------------------------------
+    def batch_upsert(self, records: Sequence[tuple[str, dict[str, str]]], id_property: str = "email") -> UpsertAnswer:
+        """Upsert ≤ 100 ``(id, properties)`` records in one call.
+
+        Every input carries its own ``objectWriteTraceId`` so that HubSpot answers 207 with the good
+        inputs written and one error per bad one ("Upsert contacts" reference: inputs[].objectWriteTraceId,
+        answer errors[] and numErrors). A 400 for the whole batch raises ``BatchRejected``.
+        """
+        if not 0 < len(records) <= MAX_BATCH:
+            raise ValueError(f"a batch upsert takes 1 to {MAX_BATCH} inputs, got {len(records)}")
+        inputs = [
+            {"idProperty": id_property, "id": record_id, "properties": properties, "objectWriteTraceId": uuid.uuid4().hex}
+            for record_id, properties in records
+        ]
+        try:
+            body = self.hook.request_json(
+                "POST", self.hook.path("crm/objects", "contacts/batch/upsert"), json={"inputs": inputs}
+            )
+        except ApiError as error:
+            if error.status == 400:
+                details = [{"category": error.category, **d} for d in error_details(error.body)]
+                raise BatchRejected(error, attribute_errors([error.body, *details], inputs)) from None
+            raise
+        return read_upsert_answer(body or {}, inputs, id_property)
+
+    def batch_read(
+        self, ids: Iterable[str], properties: Sequence[str] = (), id_property: str = "email"
+    ) -> list[dict[str, Any]]:
+        body = {"idProperty": id_property, "inputs": [{"id": i} for i in ids], "properties": list(properties)}
+        answer = self.hook.request_json("POST", self.hook.path("crm/objects", "contacts/batch/read"), json=body)
+        return answer.get("results", [])
+
+    def search_count(self, filters: list[dict[str, Any]]) -> int:
+        """Contacts matching all ``filters``: one search with ``limit`` 1, reading ``total``
+        ("Search the CRM" guide: filterGroups / filters, answer ``total``)."""
+        body = {"filterGroups": [{"filters": filters}], "limit": 1, "properties": ["hs_object_id"]}
+        answer = self.hook.request_json("POST", self.hook.path("crm/objects", "contacts/search"), json=body)
+        return int(answer["total"])
+
+    # --- account -------------------------------------------------------------------------------------
+    def api_usage(self) -> dict[str, Any]:
+        """"Retrieve private app daily API usage": results[] of {name, usageLimit, currentUsage, resetsAt}."""
+        results = self.hook.request_json("GET", self.hook.path("account-info", "api-usage/daily/private-apps"))["results"]
+        daily = [r for r in results if "daily" in str(r.get("name", ""))] or results
+        if not daily:
+            raise ApiError(self.hook.service, 200, "NO_USAGE", "the API usage endpoint returned no results")
+        return daily[0]
+
+    def check_daily_budget(self, requests_needed: int) -> dict[str, Any] | None:
+        """Raise before any write when the day's remaining calls cannot cover ``requests_needed``.
+
+        OAuth apps have no daily limit (changelog "Rate limit headers will now appear for OAuth
+        authenticated calls"), so they are not checked.
+        """
+        if self.hook.uses_oauth:
+            log.info("OAuth app: HubSpot applies no daily API limit; budget check skipped")
+            return None
+        usage = self.api_usage()
+        remaining = int(usage["usageLimit"]) - int(usage["currentUsage"])
+        log.info(
+            "HubSpot daily API budget: %d of %d calls left (resets %s); this run needs about %d",
+            remaining, usage["usageLimit"], usage.get("resetsAt"), requests_needed,
+        )
+        if remaining < requests_needed:
+            raise DailyBudgetExceeded(
+                f"HubSpot daily API limit: {remaining} of {usage['usageLimit']} calls left today (resets "
+                f"{usage.get('resetsAt', 'at midnight, account time zone')}), but this sync needs about "
+                f"{requests_needed}. Nothing was written; rerun after the reset or raise the limit."
+            )
+        return usage
+
+
+# --- pure helpers over HubSpot answers ----------------------------------------------------------------
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def error_details(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sub-errors of an error body: ``errors[]``, plus the list HubSpot embeds in validation messages
+    ("Property values were not valid: [{...}]")."""
+    details = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    message = str(body.get("message") or "")
+    embedded = re.search(r"(\[\s*\{.*\}\s*\])\s*$", message, re.S)
+    if embedded:
+        try:
+            details += [e for e in json.loads(embedded.group(1)) if isinstance(e, dict)]
+        except ValueError:
+            pass
+    return details
+
+
+def _field_of(entry: dict[str, Any]) -> str | None:
+    """The property an error concerns: ``context.propertyName``, a validation entry's ``name``, or a sub-error's."""
+    context = entry.get("context") if isinstance(entry.get("context"), dict) else {}
+    names = _as_list(context.get("propertyName") or context.get("propertyNames") or context.get("properties"))
+    if names:
+        return names[0]
+    if entry.get("name"):
+        return str(entry["name"])
+    for detail in error_details(entry):
+        field = _field_of(detail)
+        if field:
+            return field
+    return None
+
+
+def _code_of(entry: dict[str, Any]) -> str | None:
+    code = entry.get("code") or entry.get("error") or entry.get("subCategory")
+    if not code:
+        for detail in entry.get("errors") or []:
+            if isinstance(detail, dict) and (detail.get("code") or detail.get("subCategory")):
+                return str(detail.get("code") or detail.get("subCategory"))
+    return str(code) if code and not isinstance(code, dict) else None
+
+
+def attribute_errors(entries: Sequence[dict[str, Any]], inputs: Sequence[dict[str, Any]]) -> dict[int, Reject]:
+    """Which inputs each error names: by ``context.objectWriteTraceId``, by ``context.ids`` (the record
+    ids, here emails), or, for property-level codes (unknown or read-only property), every input that
+    carries the property. Inputs no error names are not blamed."""
+    by_trace = {item.get("objectWriteTraceId"): i for i, item in enumerate(inputs)}
+    by_id: dict[str, list[int]] = {}
+    for i, item in enumerate(inputs):
+        by_id.setdefault(str(item["id"]).strip().lower(), []).append(i)
+    blamed: dict[int, Reject] = {}
+    for entry in entries:
+        context = entry.get("context") if isinstance(entry.get("context"), dict) else {}
+        field = _field_of(entry)
+        code = _code_of(entry)
+        category = str(entry.get("category") or code or "VALIDATION_ERROR")
+        reason = str(entry.get("message") or code or "rejected by HubSpot")
+        if code and code not in reason:
+            reason = f"{code}: {reason}"
+        targets = [by_trace[t] for t in _as_list(context.get("objectWriteTraceId")) if t in by_trace]
+        if not targets:
+            for record_id in _as_list(context.get("ids") or context.get("id") or context.get("email")):
+                targets += by_id.get(record_id.strip().lower(), [])
+        if not targets and field and code in PROPERTY_LEVEL_CODES:
+            targets = [i for i, item in enumerate(inputs) if item["properties"].get(field) is not None]
+        for index in targets:
+            blamed.setdefault(index, Reject(category, reason, field))
+    return blamed
+
+
+def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], id_property: str) -> UpsertAnswer:
+    """Map a 200/201/207 answer back to inputs: errors by trace id (or id), results by trace id or by
+    the id property's value. Inputs that match nothing are accounted for, never dropped."""
+    rejected = attribute_errors([e for e in body.get("errors") or [] if isinstance(e, dict)], inputs)
+    by_trace = {item["objectWriteTraceId"]: i for i, item in enumerate(inputs)}
+    by_id = {str(item["id"]).strip().lower(): i for i, item in enumerate(inputs)}
+    written: dict[int, Written] = {}
+    unmatched = []
+    for result in body.get("results") or []:
+        index = by_trace.get(result.get("objectWriteTraceId"))
+        if index is None:
+            value = (result.get("properties") or {}).get(id_property)
+            index = by_id.get(str(value).strip().lower()) if value else None
+        entry = Written(str(result["id"]) if result.get("id") is not None else None, bool(result.get("new", False)))
+        if index is None or index in written:
+            unmatched.append(entry)
+        else:
+            written[index] = entry
+    rest = [i for i in range(len(inputs)) if i not in written and i not in rejected]
+    if len(unmatched) == len(rest):
+        # Results we could not match (no trace id, no email echoed): the rest were written, ids unknown.
+        written.update({i: Written(None, entry.new) for i, entry in zip(rest, unmatched)})
+    else:
+        unexplained = body.get("numErrors") or 0
+        for i in rest:
+            rejected[i] = Reject(
+                "UNCONFIRMED",
+                f"HubSpot's answer neither confirmed nor rejected this input ({len(unmatched)} unmatched results, "
+                f"{unexplained} errors reported)",
+            )
+    return UpsertAnswer(written, rejected)

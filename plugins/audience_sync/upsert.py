@@ -1,0 +1,257 @@
+"""Send one mapped Parquet chunk to HubSpot as batch upserts by email, resumably.
+
+Input columns: ``email`` plus HubSpot property columns, strings; null means "don't send this property"
+(an empty string clears it); columns starting with ``_`` are ignored.
+
+Outputs, next to each other in ``output_dir`` (``<stem>`` is the input file's name without ``.parquet``):
+``<stem>.results.parquet`` (email, hubspot_id, new), ``<stem>.rejects.parquet`` (stage, record_id,
+email, field, category, reason) and ``<stem>.checkpoint/`` (one JSON file per finished batch).
+
+Resuming: the chunk is cut into fixed batches (row order, ``batch_size``); a batch's outcome is written
+atomically as soon as HubSpot answers. A retried task (even after SIGKILL) skips the finished batches and
+sends only the rest. A batch that was in flight when the task died is sent again: an upsert by email is
+idempotent, so that makes no duplicate contact (HubSpot may then report its new contacts as updated).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from audience_sync import storage
+from audience_sync.clients.hubspot import MAX_BATCH, BatchRejected, HubSpotClient, Reject
+
+log = logging.getLogger(__name__)
+
+STAGE = "upsert"
+RESULT_COLUMNS = ["email", "hubspot_id", "new"]
+REJECT_COLUMNS = ["stage", "record_id", "email", "field", "category", "reason"]
+Record = tuple[str, dict[str, str]]
+
+
+@dataclass
+class BatchOutcome:
+    written: list[tuple[str, str | None, bool]] = field(default_factory=list)  # email, hubspot id, new
+    rejected: list[tuple[str, str | None, str, str]] = field(default_factory=list)  # email, field, category, reason
+    requests: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"written": self.written, "rejected": self.rejected, "requests": self.requests}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchOutcome:
+        return cls([tuple(w) for w in data["written"]], [tuple(r) for r in data["rejected"]], data["requests"])
+
+
+# --- pure steps -----------------------------------------------------------------------------------------
+def prepare_records(frame: pd.DataFrame) -> tuple[list[Record], BatchOutcome]:
+    """Rows → (email, properties without nulls); rows without an email, or repeating an earlier row's email
+    (HubSpot refuses duplicate ids in a batch and the last write would win at random), become rejects."""
+    if "email" not in frame.columns:
+        raise ValueError("the upsert input has no 'email' column")
+    columns = [c for c in frame.columns if not str(c).startswith("_") and c != "email"]
+    records: list[Record] = []
+    local = BatchOutcome()
+    seen: set[str] = set()
+    for row in frame.itertuples(index=False, name=None):
+        values = dict(zip(frame.columns, row))
+        email = values["email"]
+        email = "" if email is None or pd.isna(email) else str(email).strip()
+        if not email:
+            local.rejected.append(("", "email", "MISSING_EMAIL", "the record has no email, HubSpot's id for the upsert"))
+            continue
+        if email.lower() in seen:
+            local.rejected.append((email, "email", "DUPLICATE_EMAIL", "an earlier record of this chunk has the same email"))
+            continue
+        seen.add(email.lower())
+        properties = {c: str(values[c]) for c in columns if values[c] is not None and not pd.isna(values[c])}
+        records.append((email, properties))
+    return records, local
+
+
+def send_batch(client: HubSpotClient, records: Sequence[Record]) -> BatchOutcome:
+    """Upsert one batch; isolate bad inputs when HubSpot refuses the whole batch.
+
+    A 207 answer already separates written and rejected inputs. A 400 names its culprits (trace ids,
+    ids or an unknown property): those become rejects and the rest is sent again. Only an error that
+    names nothing splits the batch in halves, down to single records. Nothing written is ever resent:
+    a 400 writes nothing.
+    """
+    outcome = BatchOutcome()
+    groups = [list(records)]
+    while groups:
+        group = groups.pop()
+        outcome.requests += 1
+        try:
+            answer = client.batch_upsert(group)
+        except BatchRejected as error:
+            blamed = error.blamed
+            if not blamed and len(group) == 1:
+                blamed = {0: Reject(error.category or "VALIDATION_ERROR", error.body.get("message") or error.message)}
+            if blamed:
+                outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(blamed.items())]
+                rest = [record for i, record in enumerate(group) if i not in blamed]
+                if rest:
+                    groups.append(rest)
+            else:
+                middle = len(group) // 2
+                groups += [group[middle:], group[:middle]]
+            continue
+        outcome.written += [(group[i][0], w.hubspot_id, w.new) for i, w in sorted(answer.written.items())]
+        outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(answer.rejected.items())]
+    return outcome
+
+
+# --- checkpoint -----------------------------------------------------------------------------------------
+class Checkpoint:
+    """One JSON file per finished batch, written atomically; a manifest pins the batching."""
+
+    def __init__(self, folder, manifest: dict[str, Any]) -> None:
+        self.folder = storage.as_path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest_path = self.folder / "manifest.json"
+        if manifest_path.exists():
+            found = storage.read_json(manifest_path)
+            if found != manifest:
+                raise ValueError(
+                    f"checkpoint {self.folder} was made for {found}, not {manifest}; delete the folder to start "
+                    "this chunk over (its finished batches were already written to HubSpot)"
+                )
+        else:
+            storage.write_json(manifest, manifest_path)
+
+    def _path(self, number: int):
+        return self.folder / f"batch-{number:06d}.json"
+
+    def load(self) -> dict[int, BatchOutcome]:
+        done = {}
+        for path in self.folder.iterdir():
+            if path.name.startswith("batch-") and path.name.endswith(".json"):
+                done[int(path.name[6:-5])] = BatchOutcome.from_json(storage.read_json(path))
+        return done
+
+    def save(self, number: int, outcome: BatchOutcome) -> None:
+        storage.write_json(outcome.as_json(), self._path(number))
+
+
+# --- progress -------------------------------------------------------------------------------------------
+class Progress:
+    """Counts only (records, rate, ETA, rejects): never an email."""
+
+    def __init__(self, name: str, total: int, done: int, rejected: int, every_s: float) -> None:
+        self.name, self.total, self.every_s = name, total, every_s
+        self.start_done = self.done = done
+        self.rejected = rejected
+        self.started = self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, records: int, rejected: int) -> None:
+        with self.lock:
+            self.done += records
+            self.rejected += rejected
+
+    def maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        with self.lock:
+            done, rejected = self.done, self.rejected
+        rate = (done - self.start_done) / max(now - self.started, 1e-9)
+        eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        share = 100 * done / self.total if self.total else 100
+        log.info(
+            "upsert %s: %d/%d records (%.0f%%), %.1f rec/s, ETA %s, %d rejected so far",
+            self.name, done, self.total, share, rate, eta, rejected,
+        )
+
+
+# --- the whole chunk ------------------------------------------------------------------------------------
+def chunk_stem(input_path) -> str:
+    name = storage.as_path(input_path).name
+    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+
+
+def upsert_file(
+    client: HubSpotClient,
+    input_path,
+    output_dir,
+    batch_size: int = MAX_BATCH,
+    threads: int = 1,
+    progress_every_s: float = 10.0,
+) -> dict[str, Any]:
+    """Upsert every record of ``input_path``; return counts and output paths (small: fit for XCom)."""
+    if not 0 < batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}")
+    stem = chunk_stem(input_path)
+    output_dir = storage.as_path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    frame = storage.read_parquet(input_path)
+    records, local = prepare_records(frame)
+    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    checkpoint = Checkpoint(output_dir / f"{stem}.checkpoint", {"rows": len(frame), "records": len(records), "batch_size": batch_size})
+    outcomes = checkpoint.load()
+    todo = [n for n in range(len(batches)) if n not in outcomes]
+    if outcomes:
+        log.info("upsert %s: resuming, %d of %d batches already finished", stem, len(outcomes), len(batches))
+    progress = Progress(
+        stem, len(records), sum(len(batches[n]) for n in outcomes), sum(len(o.rejected) for o in outcomes.values()),
+        progress_every_s,
+    )
+
+    def run(number: int) -> None:
+        outcome = send_batch(client, batches[number])
+        checkpoint.save(number, outcome)
+        outcomes[number] = outcome
+        progress.add(len(batches[number]), len(outcome.rejected))
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=f"upsert-{stem}") as pool:
+        pending: set = set()
+        queue = iter(todo)
+        while True:
+            while len(pending) < 2 * max(1, threads):  # a short queue: a failure stops new sends quickly
+                number = next(queue, None)
+                if number is None:
+                    break
+                pending.add(pool.submit(run, number))
+            if not pending:
+                break
+            finished, pending = wait(pending, timeout=min(progress_every_s, 1.0), return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # an unexpected error fails the task; finished batches stay checkpointed
+            progress.maybe_log()
+    progress.maybe_log(force=True)
+    return write_outputs(stem, output_dir, [outcomes[n] for n in sorted(outcomes)], local, len(frame))
+
+
+def write_outputs(stem: str, output_dir, outcomes: list[BatchOutcome], local: BatchOutcome, rows: int) -> dict[str, Any]:
+    written = [w for o in outcomes for w in o.written]
+    rejected = local.rejected + [r for o in outcomes for r in o.rejected]
+    results = pd.DataFrame(written, columns=RESULT_COLUMNS).astype({"email": "string", "hubspot_id": "string", "new": "bool"})
+    rejects = pd.DataFrame(
+        [(STAGE, email, email, fld, category, reason) for email, fld, category, reason in rejected], columns=REJECT_COLUMNS
+    ).astype("string")
+    results_path = storage.write_parquet(results, output_dir / f"{stem}.results.parquet")
+    rejects_path = storage.write_parquet(rejects, output_dir / f"{stem}.rejects.parquet")
+    created = int(results["new"].sum())
+    summary = {
+        "records": rows,
+        "sent": rows - len(local.rejected),
+        "created": created,
+        "updated": len(results) - created,
+        "rejected": len(rejects),
+        "requests": sum(o.requests for o in outcomes),
+        "results_path": results_path,
+        "rejects_path": rejects_path,
+    }
+    log.info(
+        "upsert %s done: %d records, %d created, %d updated, %d rejected, %d requests",
+        stem, rows, summary["created"], summary["updated"], summary["rejected"], summary["requests"],
+    )
+    return summary

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The demo: fresh sandboxes, 10,000 seeded profiles in three audiences, the sync DAG run end to end
+# with `airflow dags test`, its report printed; then 1% of profiles change and the DAG runs again,
+# sending only those.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+PROFILES="${PROFILES:-10000}"
+
+rm -rf "$SANDBOX_DIR" "$ROOT/data/runs" "$ROOT/data/state"; mkdir -p "$SANDBOX_DIR"
+"$PY" -m sandbox.seed --db "$SANDBOX_DIR/aep.sqlite3" --profiles "$PROFILES" --audiences 3
+start_sandboxes
+sandbox_connections
+"$PY" -m airflow db migrate >/dev/null
+
+run_sync() {
+  local run_id="$1"
+  echo; echo "=== hubspot_audience_sync, run $run_id ==="
+  "$PY" -m airflow dags test hubspot_audience_sync --run-id "$run_id" >"$SANDBOX_DIR/$run_id.log" 2>&1 || {
+    echo "the run failed; its log: $SANDBOX_DIR/$run_id.log"; tail -40 "$SANDBOX_DIR/$run_id.log"; exit 1; }
+  cat "$ROOT"/data/runs/hubspot_audience_sync/"$run_id"/report.md
+}
+
+run_sync "demo_full_$(date +%Y%m%dT%H%M%S)"
+echo; echo "=== changing 1% of the profiles in AEP ==="
+"$PY" -m sandbox.seed mutate --db "$SANDBOX_DIR/aep.sqlite3" --fraction 0.01
+run_sync "demo_incremental_$(date +%Y%m%dT%H%M%S)"
