@@ -88,7 +88,7 @@ def read_parquet(handle: BinaryIO, source: str) -> pa.Table:
 def read_export_file(handle: BinaryIO, source: str) -> pa.Table:
     """One CSV or Parquet audience export (by extension) → ``EXPORT_SCHEMA``."""
     lowered = source.lower()
-    if lowered.endswith(".csv") or lowered.endswith(".csv.gz"):
+    if lowered.endswith(".csv"):
         return to_export_schema(read_csv(handle, source), source)
     if lowered.endswith(".parquet") or lowered.endswith(".parq"):
         return to_export_schema(read_parquet(handle, source), source)

@@ -1,0 +1,327 @@
+"""Operators for the AEP side: the Flow Service connection to HubSpot, and the audience export."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+from typing import Any, Sequence
+
+from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath, ResumableJobMixin
+from airflow.sdk.log import mask_secret
+
+from audience_sync import file_exports, storage
+from audience_sync.clients.aep import (
+    ACTIVE_JOB_STATUSES,
+    HUBSPOT_CONNECTION_SPEC_ID,
+    AepClient,
+    parquet_row_count,
+)
+from audience_sync.hooks.aep import AepHook
+from audience_sync.triggers.aep_export import AepExportJobTrigger
+
+DEFAULT_CONNECTION_NAME = "HubSpot connection (Airflow audience sync)"
+HUBSPOT_OAUTH_EXTRAS = {  # Airflow extra → Flow Service auth param (seeds 000-003)
+    "client_id": "clientId",
+    "client_secret": "clientSecret",
+    "access_token": "accessToken",
+    "refresh_token": "refreshToken",
+}
+PART_NAME = "part-{:05d}.parquet"
+
+
+class AepExportFailed(RuntimeError):
+    """The export job ended FAILED; the message carries the job's ``errors[]``."""
+
+
+def hubspot_flow_credentials(hubspot_conn_id: str) -> dict[str, str]:
+    """The HubSpot OAuth app's credentials from the HubSpot Airflow connection's extras, masked at once."""
+    extra = BaseHook.get_connection(hubspot_conn_id).extra_dejson
+    missing = [name for name in HUBSPOT_OAUTH_EXTRAS if not extra.get(name)]
+    if missing:
+        raise ValueError(
+            f"Airflow connection {hubspot_conn_id!r} lacks extra(s) {', '.join(missing)}: the Flow Service "
+            "HubSpot connection needs the OAuth app's client_id, client_secret, access_token and refresh_token"
+        )
+    for name in HUBSPOT_OAUTH_EXTRAS:
+        mask_secret(extra[name])
+    return {param: extra[name] for name, param in HUBSPOT_OAUTH_EXTRAS.items()}
+
+
+def hubspot_connection_payload(name: str, description: str, auth_params: dict[str, str]) -> dict[str, Any]:
+    """The ``POST /connections`` body of Adobe's HubSpot source tutorial (seeds 000-003)."""
+    if not name or not name.strip():
+        raise ValueError("the Flow Service connection needs a non-empty name")
+    missing = [param for param in HUBSPOT_OAUTH_EXTRAS.values() if not auth_params.get(param)]
+    if missing:
+        raise ValueError(f"HubSpot auth params missing: {', '.join(missing)}")
+    return {
+        "name": name,
+        "description": description,
+        "auth": {"specName": "Basic Authentication", "params": dict(auth_params)},
+        "connectionSpec": {"id": HUBSPOT_CONNECTION_SPEC_ID, "version": "1.0"},
+    }
+
+
+def _is_enabled(resource: dict[str, Any]) -> bool:
+    """Flow Service resources carry ``state`` (enabled, disabled, draft); absent means enabled."""
+    return str(resource.get("state") or "enabled").lower() == "enabled"
+
+
+class EnsureHubSpotConnectionOperator(BaseOperator):
+    """Idempotently makes sure AEP has one enabled Flow Service base connection to HubSpot with this name.
+
+    Returns ``{connection_id, etag, created}`` (plus ``dry_run``); never a credential.
+    """
+
+    template_fields: Sequence[str] = ("name", "description")
+
+    def __init__(
+        self,
+        *,
+        name: str = DEFAULT_CONNECTION_NAME,
+        description: str = "HubSpot source connection managed by the Airflow audience sync",
+        aep_conn_id: str = AepHook.default_conn_name,
+        hubspot_conn_id: str = "hubspot_default",
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self.description = description
+        self.aep_conn_id = aep_conn_id
+        self.hubspot_conn_id = hubspot_conn_id
+        self.dry_run = dry_run
+
+    def execute(self, context) -> dict[str, Any]:
+        client = AepClient(AepHook(self.aep_conn_id))
+        payload = hubspot_connection_payload(self.name, self.description, hubspot_flow_credentials(self.hubspot_conn_id))
+        existing = self._existing(client)
+        if existing is not None:
+            if not _is_enabled(existing):
+                raise RuntimeError(
+                    f"AEP connection {existing['id']} named {self.name!r} exists but is {existing.get('state')!r}, "
+                    "not enabled; enable or delete it in AEP, then rerun"
+                )
+            self.log.info("AEP HubSpot connection %s already exists; nothing to do", existing["id"])
+            return {"connection_id": existing["id"], "etag": existing.get("etag"), "created": False,
+                    "dry_run": self.dry_run}
+        spec = client.get_connection_spec(HUBSPOT_CONNECTION_SPEC_ID)
+        if not _is_enabled(spec):
+            raise RuntimeError(f"AEP connection spec {HUBSPOT_CONNECTION_SPEC_ID} (HubSpot) is {spec.get('state')!r}")
+        if self.dry_run:
+            self.log.info("Dry run: credentials, connection spec and payload are valid; would create %r", self.name)
+            return {"connection_id": None, "etag": None, "created": False, "dry_run": True}
+        created = client.create_connection(payload)
+        self.log.info("Created AEP HubSpot connection %s", created["id"])
+        return {"connection_id": created["id"], "etag": created.get("etag"), "created": True, "dry_run": False}
+
+    def _existing(self, client: AepClient) -> dict[str, Any] | None:
+        connections = client.list_connections(f"connectionSpec.id=={HUBSPOT_CONNECTION_SPEC_ID}")
+        named = [c for c in connections if c.get("name") == self.name]
+        if len(named) > 1:
+            ids = ", ".join(c["id"] for c in named)
+            raise RuntimeError(f"{len(named)} AEP HubSpot connections are named {self.name!r} ({ids}); keep one")
+        return named[0] if named else None
+
+
+class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
+    """Exports audiences from AEP into Parquet files of the export schema in ``output_dir``.
+
+    API path: one export job for all audiences (statuses realized, existing, exited), waited for in the
+    triggerer (``deferrable=True``) or by polling, then every Parquet part downloaded through Data Access.
+    The job id is kept in the task state store (``ResumableJobMixin``), so a retry reconnects to the job
+    instead of starting another. File path (``source_files``): converts CSV/Parquet audience exports.
+
+    Returns ``{paths, rows, audiences: [{id, name}], job_id}``.
+    """
+
+    template_fields: Sequence[str] = ("audiences", "output_dir", "source_files", "export_dataset_id", "merge_policy_id")
+    external_id_key = "aep_export_job_id"
+
+    def __init__(
+        self,
+        *,
+        audiences: str | list[str],
+        output_dir: str | ObjectStoragePath,
+        export_dataset_id: str | None = None,
+        merge_policy_id: str | None = None,
+        aep_conn_id: str = AepHook.default_conn_name,
+        source_files: str | None = None,
+        poll_interval: float = 10.0,
+        job_timeout: timedelta | float = timedelta(hours=3),
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audiences = audiences
+        self.output_dir = output_dir
+        self.export_dataset_id = export_dataset_id
+        self.merge_policy_id = merge_policy_id
+        self.aep_conn_id = aep_conn_id
+        self.source_files = source_files
+        self.poll_interval = poll_interval
+        self.job_timeout = job_timeout if isinstance(job_timeout, timedelta) else timedelta(seconds=job_timeout)
+        self.deferrable = deferrable
+        self._client: AepClient | None = None
+        self._resolved: list[dict[str, str]] = []
+        self._results: dict[Any, dict[str, Any]] = {}
+
+    @property
+    def client(self) -> AepClient:
+        if self._client is None:
+            self._client = AepClient(AepHook(self.aep_conn_id))
+        return self._client
+
+    # --- entry points -----------------------------------------------------------------------------
+    def execute(self, context) -> dict[str, Any]:
+        self._resolved = self.client.resolve_audiences(self.audiences)
+        self.log.info("Exporting %d audience(s): %s", len(self._resolved), ", ".join(a["name"] for a in self._resolved))
+        if self.source_files:
+            return self._convert_files()
+        return self.execute_resumable(context)
+
+    def execute_complete(
+        self, context, event: dict[str, Any], audiences: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        """Resumed by the trigger's event. ``dag.test()`` (3.3.2) drops the defer kwargs and passes only the
+        event, so the audiences are resolved again when they are missing."""
+        self._resolved = audiences if audiences is not None else self.client.resolve_audiences(self.audiences)
+        if event.get("status") == "error":
+            raise RuntimeError(f"waiting for AEP export job {event.get('job_id')} failed: {event.get('message')}")
+        if event.get("status") == "FAILED":
+            raise self._failure(event["job_id"], event.get("errors") or [])
+        return self.get_job_result(event["job_id"], context)
+
+    # --- ResumableJobMixin ------------------------------------------------------------------------
+    def submit_job(self, context) -> Any:
+        settings = self.client.hook.settings
+        dataset_id = self.export_dataset_id or settings.export_dataset_id
+        merge_policy_id = self.merge_policy_id or settings.merge_policy_id
+        if not dataset_id or not merge_policy_id:
+            raise ValueError(
+                "an AEP export needs export_dataset_id and merge_policy_id: pass them to the task or set them "
+                f"as extras of the Airflow connection {self.aep_conn_id!r}"
+            )
+        body = AepClient.export_job_body([a["id"] for a in self._resolved], dataset_id, merge_policy_id)
+        job = self.client.create_export_job(body)
+        self.log.info("Started AEP export job %s (status %s)", job["id"], job.get("status"))
+        return job["id"]
+
+    def get_job_status(self, external_id: Any, context) -> str:
+        return str(self.client.get_export_job(external_id).get("status", "")).upper()
+
+    def is_job_active(self, status: str) -> bool:
+        return status in ACTIVE_JOB_STATUSES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == "SUCCEEDED"
+
+    def poll_until_complete(self, external_id: Any, context) -> dict[str, Any]:
+        """Defers to the trigger, or polls here when ``deferrable=False``; returns the result because the
+        mixin returns this method's value when it reconnects to a running job."""
+        if self.deferrable:
+            self.defer(
+                trigger=AepExportJobTrigger(external_id, self.aep_conn_id, self.poll_interval),
+                method_name="execute_complete",
+                kwargs={"audiences": self._resolved},
+                timeout=self.job_timeout,
+            )
+        deadline = time.monotonic() + self.job_timeout.total_seconds()
+        while (status := self.get_job_status(external_id, context)) in ACTIVE_JOB_STATUSES:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"AEP export job {external_id} still {status} after {self.job_timeout}")
+            self.log.info("AEP export job %s is %s; next check in %.0f s", external_id, status, self.poll_interval)
+            time.sleep(self.poll_interval)
+        return self.get_job_result(external_id, context)
+
+    def get_job_result(self, external_id: Any, context) -> dict[str, Any]:
+        if external_id not in self._results:
+            job = self.client.get_export_job(external_id)
+            status = str(job.get("status", "")).upper()
+            if status == "FAILED":
+                raise self._failure(external_id, job.get("errors") or [])
+            if status != "SUCCEEDED":
+                raise RuntimeError(f"AEP export job {external_id} is {status}, not SUCCEEDED")
+            self._results[external_id] = self._download(job)
+        return self._results[external_id]
+
+    # --- work -------------------------------------------------------------------------------------
+    @staticmethod
+    def _failure(job_id: Any, errors: list[dict[str, Any]]) -> AepExportFailed:
+        described = "; ".join(f"{e.get('code', '?')}: {e.get('msg') or e.get('message') or e}" for e in errors)
+        return AepExportFailed(f"AEP export job {job_id} FAILED: {described or 'no errors reported'}")
+
+    def _output(self) -> ObjectStoragePath:
+        """The run's staging folder, emptied of parts an earlier attempt left behind."""
+        folder = storage.as_path(self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("part-*.parquet"):
+            stale.unlink()
+        return folder
+
+    def _download(self, job: dict[str, Any]) -> dict[str, Any]:
+        destination = job.get("destination") or {}
+        batch_id = destination.get("batchId")
+        if not batch_id:
+            raise RuntimeError(f"AEP export job {job['id']} SUCCEEDED without destination.batchId")
+        folder = self._output()
+        paths, rows, size, started = [], 0, 0, time.monotonic()
+        for file_id in self.client.list_batch_files(batch_id):
+            for part in self.client.list_file_parts(file_id):
+                if not part["name"].endswith(".parquet"):
+                    continue
+                path = folder / PART_NAME.format(len(paths))
+                size += self.client.download_part(file_id, part["name"], path, part["length"])
+                self._conform(path)
+                rows += parquet_row_count(path)
+                paths.append(str(path))
+        elapsed = max(time.monotonic() - started, 1e-9)
+        self.log.info(
+            "AEP export job %s: %d profiles in %d part(s), %.1f MB in %.1f s (%.0f rows/s)",
+            job["id"], rows, len(paths), size / 1e6, elapsed, rows / elapsed,
+        )
+        return self._result(paths, rows, job["id"])
+
+    @staticmethod
+    def _conform(path: ObjectStoragePath) -> None:
+        """Rewrite a part whose schema differs from the contract (e.g. another timestamp unit)."""
+        table = storage.read_table(path)
+        if not table.schema.equals(file_exports.EXPORT_SCHEMA):
+            storage.write_parquet(file_exports.to_export_schema(table, str(path)), path)
+
+    def _convert_files(self) -> dict[str, Any]:
+        sources = source_paths(self.source_files)
+        folder = self._output()
+        paths, rows = [], 0
+        for number, source in enumerate(sources):
+            with source.open("rb") as handle:
+                table = file_exports.read_export_file(handle, str(source))
+            path = folder / PART_NAME.format(number)
+            storage.write_parquet(table, path)
+            rows += table.num_rows
+            paths.append(str(path))
+        self.log.info("Converted %d file-based export file(s) into %d profiles", len(sources), rows)
+        return self._result(paths, rows, None)
+
+    def _result(self, paths: list[str], rows: int, job_id: Any) -> dict[str, Any]:
+        return {"paths": paths, "rows": rows, "audiences": self._resolved, "job_id": job_id}
+
+
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def source_paths(spec: str | ObjectStoragePath) -> list[ObjectStoragePath]:
+    """A file, a folder (its CSV and Parquet files) or a glob, local or on object storage, sorted."""
+    text = str(spec)
+    if GLOB_CHARS.search(text):
+        cut = GLOB_CHARS.search(text).start()
+        base, pattern = text[: text.rfind("/", 0, cut) + 1], text[text.rfind("/", 0, cut) + 1 :]
+        found = list(storage.as_path(base or ".").glob(pattern))
+    else:
+        path = storage.as_path(text)
+        found = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.exists() else []
+    found = sorted((p for p in found if p.name.lower().endswith((".csv", ".parquet", ".parq"))), key=str)
+    if not found:
+        raise FileNotFoundError(f"no CSV or Parquet audience export files at {text!r}")
+    return found
