@@ -78,10 +78,10 @@ def prepare_records(frame: pd.DataFrame) -> tuple[list[Record], BatchOutcome]:
 def send_batch(client: HubSpotClient, records: Sequence[Record]) -> BatchOutcome:
     """Upsert one batch; isolate bad inputs when HubSpot refuses the whole batch.
 
-    A 207 answer already separates written and rejected inputs. A 400 names its culprits (trace ids,
-    ids or an unknown property): those become rejects and the rest is sent again. Only an error that
-    names nothing splits the batch in halves, down to single records. Nothing written is ever resent:
-    a 400 writes nothing.
+    A 207 answer already separates written and rejected inputs. A 400 writes nothing; when its error
+    names culprits (trace ids, ids, an unknown property) they become rejects and the rest is sent again;
+    inputs whose values the error quotes are sent apart, one by one, so a clue never rejects a good
+    record; only an error that names nothing splits the batch in halves, down to single records.
     """
     outcome = BatchOutcome()
     groups = [list(records)]
@@ -91,14 +91,15 @@ def send_batch(client: HubSpotClient, records: Sequence[Record]) -> BatchOutcome
         try:
             answer = client.batch_upsert(group)
         except BatchRejected as error:
-            blamed = error.blamed
-            if not blamed and len(group) == 1:
-                blamed = {0: Reject(error.category or "VALIDATION_ERROR", error.body.get("message") or error.message)}
+            blamed = error.blamed or ({0: error.reject} if len(group) == 1 else {})
+            suspects = error.suspects if len(error.suspects) < len(group) else set()
             if blamed:
                 outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(blamed.items())]
                 rest = [record for i, record in enumerate(group) if i not in blamed]
-                if rest:
-                    groups.append(rest)
+                groups += [rest] if rest else []
+            elif suspects:
+                groups += [[group[i]] for i in sorted(suspects)]
+                groups.append([record for i, record in enumerate(group) if i not in suspects])
             else:
                 middle = len(group) // 2
                 groups += [group[middle:], group[:middle]]

@@ -44,11 +44,14 @@ class UpsertAnswer:
 
 
 class BatchRejected(ApiError):
-    """HubSpot refused a whole batch (400). ``blamed`` holds the inputs its error names."""
+    """HubSpot refused a whole batch (400). ``blamed``: the inputs its error names (by trace id, id, or an
+    unknown property). ``suspects``: inputs whose value the error text quotes, a clue, not a verdict."""
 
-    def __init__(self, error: ApiError, blamed: dict[int, Reject]) -> None:
+    def __init__(self, error: ApiError, blamed: dict[int, Reject], suspects: set[int], reject: Reject) -> None:
         super().__init__(error.service, error.status, error.category, error.message, error.request_id, error.body)
         self.blamed = blamed
+        self.suspects = suspects
+        self.reject = reject  # what to record when a single input is refused and nothing names it
 
 
 class DailyBudgetExceeded(RuntimeError):
@@ -56,8 +59,9 @@ class DailyBudgetExceeded(RuntimeError):
 
 
 class HubSpotClient:
-    def __init__(self, hook: HubSpotHook) -> None:
+    def __init__(self, hook: HubSpotHook, trace_ids: bool = True) -> None:
         self.hook = hook
+        self.trace_ids = trace_ids  # off only to exercise the isolation of a whole-batch 400
 
     # --- properties and groups ("Properties" API, /crm/properties/<v>/contacts) ----------------------
     def list_properties(self) -> list[dict[str, Any]]:
@@ -90,10 +94,10 @@ class HubSpotClient:
         """
         if not 0 < len(records) <= MAX_BATCH:
             raise ValueError(f"a batch upsert takes 1 to {MAX_BATCH} inputs, got {len(records)}")
-        inputs = [
-            {"idProperty": id_property, "id": record_id, "properties": properties, "objectWriteTraceId": uuid.uuid4().hex}
-            for record_id, properties in records
-        ]
+        inputs = [{"idProperty": id_property, "id": record_id, "properties": properties} for record_id, properties in records]
+        if self.trace_ids:
+            for item in inputs:
+                item["objectWriteTraceId"] = uuid.uuid4().hex
         try:
             body = self.hook.request_json(
                 "POST", self.hook.path("crm/objects", "contacts/batch/upsert"), json={"inputs": inputs}
@@ -101,7 +105,12 @@ class HubSpotClient:
         except ApiError as error:
             if error.status == 400:
                 details = [{"category": error.category, **d} for d in error_details(error.body)]
-                raise BatchRejected(error, attribute_errors([error.body, *details], inputs)) from None
+                raise BatchRejected(
+                    error,
+                    attribute_errors([error.body, *details], inputs),
+                    quoted_values(details, inputs),
+                    describe(error.body, error.category or "VALIDATION_ERROR"),
+                ) from None
             raise
         return read_upsert_answer(body or {}, inputs, id_property)
 
@@ -210,12 +219,8 @@ def attribute_errors(entries: Sequence[dict[str, Any]], inputs: Sequence[dict[st
     blamed: dict[int, Reject] = {}
     for entry in entries:
         context = entry.get("context") if isinstance(entry.get("context"), dict) else {}
-        field = _field_of(entry)
-        code = _code_of(entry)
-        category = str(entry.get("category") or code or "VALIDATION_ERROR")
-        reason = str(entry.get("message") or code or "rejected by HubSpot")
-        if code and code not in reason:
-            reason = f"{code}: {reason}"
+        reject = describe(entry, "VALIDATION_ERROR")
+        field, code = reject.field, _code_of(entry)
         targets = [by_trace[t] for t in _as_list(context.get("objectWriteTraceId")) if t in by_trace]
         if not targets:
             for record_id in _as_list(context.get("ids") or context.get("id") or context.get("email")):
@@ -223,15 +228,47 @@ def attribute_errors(entries: Sequence[dict[str, Any]], inputs: Sequence[dict[st
         if not targets and field and code in PROPERTY_LEVEL_CODES:
             targets = [i for i, item in enumerate(inputs) if item["properties"].get(field) is not None]
         for index in targets:
-            blamed.setdefault(index, Reject(category, reason, field))
+            blamed.setdefault(index, reject)
     return blamed
+
+
+def describe(entry: dict[str, Any], default_category: str) -> Reject:
+    """Category, readable reason and property of one error entry: its sub-errors' codes and messages when
+    it has them (HubSpot's "Property values were not valid: [...]" is unreadable as a reason)."""
+    details = error_details(entry)
+    parts = [
+        f"{_code_of(d)}: {d.get('message')}" if _code_of(d) else str(d.get("message"))
+        for d in details
+        if d.get("message")
+    ]
+    code = _code_of(entry)
+    reason = "; ".join(dict.fromkeys(parts)) or str(entry.get("message") or "rejected by HubSpot")
+    if code and code not in reason:
+        reason = f"{code}: {reason}"
+    return Reject(str(entry.get("category") or code or default_category), reason, _field_of(entry))
+
+
+def quoted_values(details: Sequence[dict[str, Any]], inputs: Sequence[dict[str, Any]]) -> set[int]:
+    """Inputs whose value of the property an error names is quoted in its message, as in HubSpot's
+    "x was not one of the allowed options" or "Email address x is invalid"."""
+    suspects = set()
+    for detail in details:
+        field = _field_of(detail)
+        message = f" {detail.get('message') or ''} "
+        if not field:
+            continue
+        for i, item in enumerate(inputs):
+            value = item["id"] if field == item.get("idProperty") else item["properties"].get(field)
+            if value and f" {value} " in message:
+                suspects.add(i)
+    return suspects
 
 
 def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], id_property: str) -> UpsertAnswer:
     """Map a 200/201/207 answer back to inputs: errors by trace id (or id), results by trace id or by
     the id property's value. Inputs that match nothing are accounted for, never dropped."""
     rejected = attribute_errors([e for e in body.get("errors") or [] if isinstance(e, dict)], inputs)
-    by_trace = {item["objectWriteTraceId"]: i for i, item in enumerate(inputs)}
+    by_trace = {item["objectWriteTraceId"]: i for i, item in enumerate(inputs) if "objectWriteTraceId" in item}
     by_id = {str(item["id"]).strip().lower(): i for i, item in enumerate(inputs)}
     written: dict[int, Written] = {}
     unmatched = []

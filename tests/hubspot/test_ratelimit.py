@@ -1,0 +1,83 @@
+"""The rolling-window limiter on its own: never over the window, close to the ceiling, shared by threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from audience_sync.ratelimit import RollingWindowLimiter
+
+
+def run_threads(limiter: RollingWindowLimiter, threads: int, per_thread: int, latency: float) -> list[tuple[float, float]]:
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(per_thread):
+            slot = limiter.acquire()
+            sent = time.monotonic()
+            time.sleep(latency)
+            done = time.monotonic()
+            limiter.release(slot)
+            with lock:
+                spans.append((sent, done))
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return spans
+
+
+def max_in_window(times: list[float], interval: float) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= interval:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_threads_share_one_window_and_reach_the_ceiling():
+    limiter = RollingWindowLimiter(limit=20, interval_s=0.5)
+    started = time.monotonic()
+    spans = run_threads(limiter, threads=8, per_thread=10, latency=0.005)  # 80 requests
+    elapsed = time.monotonic() - started
+    assert limiter.allowed == 19
+    # Whether the server counts a request at send or at arrival, no window holds more than allowed.
+    assert max_in_window([s for s, _ in spans], 0.5) <= 19
+    assert max_in_window([d for _, d in spans], 0.5) <= 19
+    # 80 requests at 19 per 0.5 s (+ latency): four full windows, no more than about five.
+    assert 1.5 <= elapsed < 2.6
+
+
+def test_share_divides_the_account_limit():
+    assert RollingWindowLimiter(limit=100, interval_s=10, share=0.5).allowed == 49
+    assert RollingWindowLimiter(limit=190, interval_s=10).allowed == 186  # ≥ 0.95 of the ceiling
+    assert RollingWindowLimiter(limit=4, interval_s=1, share=0.25).allowed == 1
+    with pytest.raises(ValueError):
+        RollingWindowLimiter(limit=100, interval_s=10, share=0)
+
+
+def test_pause_holds_everybody_and_configure_resizes():
+    limiter = RollingWindowLimiter(limit=5, interval_s=10)
+    limiter.pause(0.3)
+    started = time.monotonic()
+    limiter.release(limiter.acquire())
+    assert time.monotonic() - started >= 0.28
+    limiter.configure(50, 0.2)
+    assert (limiter.limit, limiter.interval_s, limiter.allowed) == (50, 0.2, 49)
+    limiter.configure(None, None)  # an answer without rate headers changes nothing
+    assert (limiter.limit, limiter.interval_s) == (50, 0.2)
+
+
+def test_an_unanswered_request_frees_its_slot_eventually():
+    limiter = RollingWindowLimiter(limit=2, interval_s=0.1, stale_after_s=0.2)
+    limiter.acquire()  # never released: its connection dropped
+    started = time.monotonic()
+    limiter.release(limiter.acquire())
+    limiter.release(limiter.acquire())
+    assert 0.25 <= time.monotonic() - started < 1.0

@@ -1,0 +1,145 @@
+"""Batch upserts against the HubSpot sandbox over HTTP: rejects, validation rules, rate limits, 429 storms."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from audience_sync.upsert import REJECT_COLUMNS, RESULT_COLUMNS, upsert_file
+
+
+def max_in_window(times: list[float], interval: float) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= interval:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def three_bad_of_100(hs, client) -> str:
+    """100 contacts: one invalid email, one invalid audience option, one value for a property that does not exist."""
+    hs.audience_property(client, "aep_gold")
+    gold = ["realized"] * 100
+    gold[40] = "platinum"  # not an option
+    extra = [None] * 100
+    extra[70] = "x"  # the only row carrying an unknown property
+    path = hs.chunk(100, aep_gold=gold, no_such_property=extra)
+    frame = pd.read_parquet(path)
+    frame.loc[10, "email"] = "not-an-email"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def check_three_rejects(hs, summary: dict) -> None:
+    assert (summary["records"], summary["created"], summary["updated"], summary["rejected"]) == (100, 97, 0, 3)
+    rejects = pd.read_parquet(summary["rejects_path"])
+    assert list(rejects.columns) == REJECT_COLUMNS
+    by_email = rejects.set_index("email")
+    assert set(by_email.index) == {"not-an-email", "person00040@example.com", "person00070@example.com"}
+    assert set(rejects["stage"]) == {"upsert"}
+    assert (by_email["record_id"] == by_email.index).all()
+    assert by_email.loc["not-an-email", "field"] == "email"
+    assert "INVALID_EMAIL" in by_email.loc["not-an-email", "reason"]
+    assert by_email.loc["person00040@example.com", "field"] == "aep_gold"
+    assert "INVALID_OPTION" in by_email.loc["person00040@example.com", "reason"]
+    assert "platinum" in by_email.loc["person00040@example.com", "reason"]
+    assert by_email.loc["person00070@example.com", "field"] == "no_such_property"
+    assert "PROPERTY_DOESNT_EXIST" in by_email.loc["person00070@example.com", "reason"]
+    assert set(rejects["category"]) == {"VALIDATION_ERROR"}
+    results = pd.read_parquet(summary["results_path"])
+    assert list(results.columns) == RESULT_COLUMNS
+    assert len(results) == 97 and results["new"].all() and results["hubspot_id"].notna().all()
+    stored = {c["properties"]["email"]: c for c in hs.contacts()}
+    assert len(stored) == 97
+    assert stored["person00001@example.com"]["properties"]["aep_gold"] == "realized"
+    assert "_source_row" not in stored["person00001@example.com"]["properties"]
+    assert set(results["hubspot_id"]) == {c["id"] for c in stored.values()}
+
+
+def test_three_invalid_records_among_100_take_one_request_with_trace_ids(hs, tmp_path):
+    client = hs.connect()
+    path = three_bad_of_100(hs, client)
+    summary = upsert_file(client, path, tmp_path / "out")
+    check_three_rejects(hs, summary)
+    assert len(hs.requests("/batch/upsert")) == 1
+    assert summary["requests"] == 1
+
+
+def test_a_whole_batch_400_is_isolated_without_halving(hs, tmp_path):
+    """Without trace ids HubSpot refuses the whole batch: the error's property and quoted values find the culprits."""
+    client = hs.connect(trace_ids=False)
+    path = three_bad_of_100(hs, client)
+    summary = upsert_file(client, path, tmp_path / "out")
+    check_three_rejects(hs, summary)
+    # 1 refused batch + the unknown property blamed → 1 retry refused again → the 2 quoted inputs alone + the rest
+    upserts = hs.requests("/batch/upsert")
+    assert len(upserts) <= 5, [r["status"] for r in upserts]
+    assert sum(r["status"] == 200 for r in upserts) == 1  # the 97 good ones were written once, in one call
+
+
+def test_validation_rule_of_2026_09_is_a_reject_not_a_failure(hs, tmp_path):
+    hs.server(validation_rules=["lastname"])
+    lastnames = [f"Last{i}" for i in range(20)]
+    lastnames[5] = None  # not sent, and not on the stored contact either
+    path = hs.chunk(20, lastname=lastnames)
+
+    summary = upsert_file(hs.connect(api_version="2026-03"), path, tmp_path / "old")
+    assert summary["rejected"] == 0  # the rules apply from 2026-09 only
+
+    hs.sandbox.reset()
+    hs.server(validation_rules=["lastname"])
+    summary = upsert_file(hs.connect(api_version="2026-09"), path, tmp_path / "new")
+    assert (summary["created"], summary["rejected"]) == (19, 1)
+    reject = pd.read_parquet(summary["rejects_path"]).iloc[0]
+    assert (reject["email"], reject["field"], reject["category"]) == ("person00005@example.com", "lastname", "VALIDATION_ERROR")
+    assert "validation rule" in reject["reason"]
+    assert all("/crm/objects/2026-09/contacts/batch/upsert" == r["path"] for r in hs.requests("/batch/upsert"))
+
+
+def test_local_rejects_and_updates(hs, tmp_path):
+    """Rows without an email or repeating one are rejected before sending; a second run updates, nothing new."""
+    emails = [f"p{i}@example.com" for i in range(10)]
+    emails[3], emails[7] = None, "P2@example.com"
+    path = hs.chunk(10, email=emails)
+    client = hs.connect()
+    first = upsert_file(client, path, tmp_path / "a")
+    assert (first["sent"], first["created"], first["rejected"]) == (8, 8, 2)
+    rejects = pd.read_parquet(first["rejects_path"]).set_index("category")
+    assert rejects.loc["MISSING_EMAIL", "field"] == "email"
+    assert rejects.loc["DUPLICATE_EMAIL", "email"] == "P2@example.com"
+    second = upsert_file(client, path, tmp_path / "b")
+    assert (second["created"], second["updated"]) == (0, 8)
+    assert len(hs.contacts()) == 8
+
+
+def test_limiter_sized_from_headers_stays_under_a_low_limit_near_full_speed(hs, tmp_path):
+    """The sandbox allows 20 calls per second; the client learns it from the first answer's headers."""
+    hs.server(rate_limit=20, interval_ms=1000)
+    path = hs.chunk(600)
+    client = hs.connect()
+    summary = upsert_file(client, path, tmp_path / "out", batch_size=10, threads=4)
+    assert (summary["created"], summary["rejected"]) == (600, 0)
+    assert hs.stats().get("status_429", 0) == 0
+    times = [r["time"] for r in hs.requests("/batch/upsert")]
+    assert len(times) == 60
+    assert max_in_window(times, 1.0) <= 20
+    rate = (len(times) - 1) / (max(times) - min(times))
+    assert rate >= 0.8 * 20, f"{rate:.1f} calls/s under a 20/s limit"
+    assert client.hook.limiter.limit == 20 and client.hook.limiter.interval_s == 1.0
+
+
+def test_a_429_storm_delays_the_sync_but_never_fails_it(hs, tmp_path):
+    hs.server(interval_ms=300)
+    hs.sandbox.set_faults(force_429=12)
+    path = hs.chunk(300)
+    summary = upsert_file(hs.connect(), path, tmp_path / "out", batch_size=50, threads=3)
+    assert (summary["created"], summary["rejected"]) == (300, 0)
+    assert hs.stats()["status_429"] == 12
+    assert len(hs.contacts()) == 300
+    assert sum(r["status"] == 200 for r in hs.requests("/batch/upsert")) == 6  # every batch written once
+
+
+def test_bad_batch_size_is_refused(hs, tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        upsert_file(hs.connect(), hs.chunk(1), tmp_path, batch_size=101)
