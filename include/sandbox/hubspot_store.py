@@ -75,6 +75,7 @@ FIELD_TYPES = {
     "datetime": {"date"},
     "string": {"file", "text", "textarea", "calculation_equation", "html", "phonenumber"},
     "number": {"number", "calculation_equation"},
+    "phone_number": {"phonenumber"},
     "object_coordinates": {"text"},
     "json": {"text"},
 }
