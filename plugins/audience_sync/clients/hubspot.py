@@ -130,8 +130,10 @@ class HubSpotClient:
 
     # --- account -------------------------------------------------------------------------------------
     def api_usage(self) -> dict[str, Any]:
-        """"Retrieve private app daily API usage": results[] of {name, usageLimit, currentUsage, resetsAt}."""
-        results = self.hook.request_json("GET", self.hook.path("account-info", "api-usage/daily/private-apps"))["results"]
+        """"Retrieve private app daily API usage": results[] of {name, usageLimit, currentUsage, resetsAt}.
+        A bare list (the shape of HubSpot's older daily-limit endpoint) is accepted too."""
+        answer = self.hook.request_json("GET", self.hook.path("account-info", "api-usage/daily/private-apps"))
+        results = answer.get("results", []) if isinstance(answer, dict) else answer
         daily = [r for r in results if "daily" in str(r.get("name", ""))] or results
         if not daily:
             raise ApiError(self.hook.service, 200, "NO_USAGE", "the API usage endpoint returned no results")
