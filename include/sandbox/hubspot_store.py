@@ -399,92 +399,65 @@ class ContactStore:
     def upsert(self, inputs: list[WriteInput], index_delay: float) -> list[dict[str, Any]]:
         """Write validated inputs keyed by (lowercased) email; one transaction, a few executemany calls."""
         now = time.time()
-        stamp = iso(now)
-        results = []
         with self.db as conn:
-            self._apply_index(conn, now)
             emails = [i.key for i in inputs]
-            existing = {
-                r["email"]: r
-                for r in conn.execute(
-                    f"SELECT id, email, properties, created_at FROM contacts WHERE email IN ({','.join('?' * len(emails))})",
-                    emails,
-                )
-            } if emails else {}
+            marks = ",".join("?" * len(emails))
+            existing = {r["email"]: r for r in conn.execute(f"SELECT * FROM contacts WHERE email IN ({marks})", emails)}
             next_id = self._next_id(conn)
-            inserts, updates, queue = [], [], []
+            writes = []
             for item in inputs:
                 row = existing.get(item.key)
                 if row is None:
-                    contact_id, created, merged = next_id, stamp, {}
+                    writes.append(_Write(next_id, {"createdate": iso(now)}, iso(now), True, item))
                     next_id += 1
-                    merged["createdate"] = stamp
                 else:
-                    contact_id, created, merged = row["id"], row["created_at"], json.loads(row["properties"])
-                _merge(merged, item.properties)
-                merged["email"] = item.key
-                merged["hs_object_id"] = str(contact_id)
-                merged["lastmodifieddate"] = stamp
-                encoded = json.dumps(merged)
-                if row is None:
-                    inserts.append((contact_id, item.key, encoded, created, stamp))
-                else:
-                    updates.append((encoded, stamp, contact_id))
-                queue.append((contact_id, now + index_delay, encoded, created, stamp))
-                results.append(_result(contact_id, merged, created, stamp, new=row is None, trace_id=item.trace_id))
-            conn.executemany("INSERT INTO contacts VALUES (?, ?, ?, ?, ?)", inserts)
-            conn.executemany("UPDATE contacts SET properties = ?, updated_at = ? WHERE id = ?", updates)
-            conn.executemany(
-                "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", queue
-            )
-        return results
+                    writes.append(_Write(row["id"], json.loads(row["properties"]), row["created_at"], False, item))
+                writes[-1].properties["email"] = item.key
+            return self._save(conn, now, index_delay, writes)
 
     def update(self, inputs: list[WriteInput], index_delay: float) -> list[dict[str, Any]]:
         """batch/update and PATCH: inputs keyed by contact id; unknown ids must have been rejected before."""
         now = time.time()
-        stamp = iso(now)
-        results = []
         with self.db as conn:
-            self._apply_index(conn, now)
-            updates, queue = [], []
+            writes = []
             for item in inputs:
                 row = conn.execute("SELECT * FROM contacts WHERE id = ?", (int(item.key),)).fetchone()
-                merged = json.loads(row["properties"])
-                _merge(merged, item.properties)
-                email = merged.get("email")
-                merged["lastmodifieddate"] = stamp
-                encoded = json.dumps(merged)
-                updates.append((encoded, email, stamp, row["id"]))
-                queue.append((row["id"], now + index_delay, encoded, row["created_at"], stamp))
-                results.append(_result(row["id"], merged, row["created_at"], stamp, trace_id=item.trace_id))
-            conn.executemany("UPDATE contacts SET properties = ?, email = ?, updated_at = ? WHERE id = ?", updates)
-            conn.executemany(
-                "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", queue
-            )
-        return results
+                writes.append(_Write(row["id"], json.loads(row["properties"]), row["created_at"], None, item))
+            return self._save(conn, now, index_delay, writes)
 
-    def create(self, properties: dict[str, str], index_delay: float) -> dict[str, Any]:
+    def create(self, item: WriteInput, index_delay: float) -> dict[str, Any]:
         """POST /crm/objects/{v}/contacts: 409 "Contact already exists. Existing ID: N" (Contacts API guide)."""
-        email = properties.get("email") or None
         now = time.time()
-        stamp = iso(now)
         with self.db as conn:
-            self._apply_index(conn, now)
+            email = item.properties.get("email")
             if email:
                 row = conn.execute("SELECT id FROM contacts WHERE email = ?", (email,)).fetchone()
                 if row:
                     raise HubSpotError(409, "CONFLICT", f"Contact already exists. Existing ID: {row['id']}")
-            contact_id = self._next_id(conn)
-            merged: dict[str, str] = {"createdate": stamp}
-            _merge(merged, properties)
-            merged.update(hs_object_id=str(contact_id), lastmodifieddate=stamp)
-            encoded = json.dumps(merged)
-            conn.execute("INSERT INTO contacts VALUES (?, ?, ?, ?, ?)", (contact_id, email, encoded, stamp, stamp))
-            conn.execute(
-                "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (contact_id, now + index_delay, encoded, stamp, stamp),
-            )
-        return _result(contact_id, merged, stamp, stamp)
+            write = _Write(self._next_id(conn), {"createdate": iso(now)}, iso(now), None, item)
+            return self._save(conn, now, index_delay, [write])[0]
+
+    def _save(self, conn, now: float, index_delay: float, writes: list[_Write]) -> list[dict[str, Any]]:
+        """Store merged contacts and queue them for the search index, which sees them index_delay seconds later."""
+        self._apply_index(conn, now)
+        stamp = iso(now)
+        rows, queue, results = [], [], []
+        for w in writes:
+            _merge(w.properties, w.item.properties)
+            w.properties.update(hs_object_id=str(w.contact_id), lastmodifieddate=stamp)
+            encoded = json.dumps(w.properties)
+            rows.append((w.contact_id, w.properties.get("email"), encoded, w.created, stamp))
+            queue.append((w.contact_id, now + index_delay, encoded, w.created, stamp))
+            results.append(_result(w.contact_id, w.properties, w.created, stamp, w.new, w.item.trace_id))
+        conn.executemany(
+            "INSERT INTO contacts VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "email = excluded.email, properties = excluded.properties, updated_at = excluded.updated_at",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", queue
+        )
+        return results
 
     @staticmethod
     def _next_id(conn) -> int:
@@ -661,6 +634,15 @@ class ContactStore:
             f"ORDER BY v.value IS NULL, {key} {direction}, s.contact_id",
             [name],
         )
+
+
+@dataclass
+class _Write:
+    contact_id: int
+    properties: dict[str, str]  # as stored before this write; merged in place
+    created: str
+    new: bool | None  # the ``new`` flag of upsert results; None where the endpoint has none
+    item: WriteInput
 
 
 def _merge(stored: dict[str, str], values: dict[str, str]) -> None:
