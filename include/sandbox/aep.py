@@ -35,9 +35,10 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from sandbox import credentials
@@ -160,8 +161,14 @@ def gateway_error(status: int, code: str, message: str) -> HttpError:
 
 
 def _fault_response(status: int) -> Response:
-    titles = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 500: "Internal Server Error",
-              502: "Bad Gateway", 503: "Service Unavailable"}
+    titles = {
+        404: "Not Found",
+        405: "Method Not Allowed",
+        400: "Bad Request",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }
     return Response(
         status,
         {
@@ -287,13 +294,18 @@ class AepApp:
         if not sandbox:
             raise aep_error(400, "SANDBOX-0001-400", "Missing sandbox", "The x-sandbox-name header is required.")
         if sandbox != credentials.AEP_SANDBOX_NAME:
-            raise aep_error(403, "SANDBOX-0002-403", "Forbidden", f"Sandbox {sandbox!r} does not exist or is not accessible.")
+            raise aep_error(
+                403, "SANDBOX-0002-403", "Forbidden", f"Sandbox {sandbox!r} does not exist or is not accessible."
+            )
         if request.body and request.method in ("POST", "PUT", "PATCH"):
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             allowed = ("application/json", "application/json-patch+json")
             if content_type not in allowed:
                 raise aep_error(
-                    415, "GATEWAY-0003-415", "Unsupported Media Type", "Requests with a body need Content-Type: application/json."
+                    415,
+                    "GATEWAY-0003-415",
+                    "Unsupported Media Type",
+                    "Requests with a body need Content-Type: application/json.",
                 )
 
     def _json_body(self, request: Request, error: Callable[..., HttpError]) -> Any:
@@ -341,7 +353,7 @@ class AepApp:
                 "INSERT INTO tokens (token, client_id, expires_at) VALUES (?, ?, ?)",
                 (token, credentials.AEP_CLIENT_ID, time.time() + float(ttl)),
             )
-        return Response(200, {"access_token": token, "token_type": "bearer", "expires_in": int(math.ceil(float(ttl)))})
+        return Response(200, {"access_token": token, "token_type": "bearer", "expires_in": math.ceil(float(ttl))})
 
     # --- Flow Service ---------------------------------------------------------------------------------
     def list_connection_specs(self, request: Request) -> Response:
@@ -380,7 +392,9 @@ class AepApp:
             value = params.get(name)
             if not isinstance(value, str) or not value.strip():
                 problems.append(f"auth.params.{name} is required and must be a non-empty string")
-        problems += [f"auth.params.{name} is not a parameter of this auth spec" for name in params if name not in required]
+        problems += [
+            f"auth.params.{name} is not a parameter of this auth spec" for name in params if name not in required
+        ]
         return problems
 
     def _connection_view(self, stored: dict) -> dict:
@@ -456,7 +470,9 @@ class AepApp:
         stored = self._stored_connection(request.params["id"])
         if_match = request.headers.get("if-match")
         if not if_match:
-            raise flow_error(428, "FLOW-1008-428", "Precondition Required", "PATCH needs an If-Match header with the etag")
+            raise flow_error(
+                428, "FLOW-1008-428", "Precondition Required", "PATCH needs an If-Match header with the etag"
+            )
         if if_match != stored["etag"]:
             raise flow_error(412, "FLOW-1009-412", "Precondition Failed", "If-Match does not match the current etag")
         operations = self._json_body(request, flow_error)
@@ -547,7 +563,9 @@ class AepApp:
                 problems.append(f"filter.segments[{i}].segmentNs must be 'ups'")
             wanted = segment.get("status", ["realized", "existing"])
             if not isinstance(wanted, list) or not wanted or not set(wanted) <= set(MEMBERSHIP_STATUSES):
-                problems.append(f"filter.segments[{i}].status must be a non-empty subset of {list(MEMBERSHIP_STATUSES)}")
+                problems.append(
+                    f"filter.segments[{i}].status must be a non-empty subset of {list(MEMBERSHIP_STATUSES)}"
+                )
             else:
                 statuses.update(wanted)
         return problems, dataset_id or "", audience_ids, sorted(statuses)
@@ -565,12 +583,18 @@ class AepApp:
         now = _now_ms()
         job = {
             "jobType": "BATCH",
-            "destination": {"datasetId": dataset_id, "segmentPerBatch": bool(body["destination"].get("segmentPerBatch", False))},
+            "destination": {
+                "datasetId": dataset_id,
+                "segmentPerBatch": bool(body["destination"].get("segmentPerBatch", False)),
+            },
             "fields": body.get("fields", ""),
             "schema": {"name": "_xdm.context.profile"},
             "imsOrgId": request.headers["x-gw-ims-org-id"],
             "sandbox": {"sandboxName": request.headers["x-sandbox-name"], "type": "production", "default": True},
-            "mergePolicy": {"id": (body.get("mergePolicy") or {}).get("id", credentials.AEP_MERGE_POLICY_ID), "version": 1},
+            "mergePolicy": {
+                "id": (body.get("mergePolicy") or {}).get("id", credentials.AEP_MERGE_POLICY_ID),
+                "version": 1,
+            },
             "filter": body["filter"],
             "requestId": request.headers.get("x-request-id") or new_id(),
             "creationTime": now,
@@ -582,7 +606,9 @@ class AepApp:
             )
             job_id = cursor.lastrowid
         if not fail:
-            threading.Thread(target=self._run_export, args=(job_id, dataset_id, audience_ids, statuses), daemon=True).start()
+            threading.Thread(
+                target=self._run_export, args=(job_id, dataset_id, audience_ids, statuses), daemon=True
+            ).start()
         return Response(200, self._job_view(job_id))
 
     def _run_export(self, job_id: int, dataset_id: str, audience_ids: list[str], statuses: list[str]) -> None:
@@ -607,7 +633,7 @@ class AepApp:
                     "UPDATE jobs SET outcome = 'SUCCEEDED', finished_at = ?, batch_id = ?, profiles = ? WHERE id = ?",
                     (time.time(), batch_id, table.num_rows, job_id),
                 )
-        except Exception as error:  # the job, not the server, fails: report it in errors[]
+        except Exception as error:  # noqa: BLE001 - the job, not the server, fails: errors[] reports it
             with self.state as conn:
                 conn.execute(
                     "UPDATE jobs SET outcome = 'FAILED', finished_at = ?, error = ? WHERE id = ?",
@@ -615,7 +641,7 @@ class AepApp:
                 )
 
     def _job_view(self, job_id: int) -> dict:
-        """The job as GET /export/jobs/{id} shows it: NEW → PROCESSING → SUCCEEDED | FAILED over --job-seconds [EXPORT]."""
+        """As GET /export/jobs/{id} shows it: NEW → PROCESSING → SUCCEEDED | FAILED over --job-seconds [EXPORT]."""
         rows = self.state.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise aep_error(404, "UPS-1405-404", "Not Found", f"export job {job_id} was not found")
@@ -623,7 +649,7 @@ class AepApp:
         job = {"id": row["id"], **json.loads(row["body"])}
         elapsed = time.time() - row["created_at"]
         outcome = row["outcome"]
-        done = outcome == "FAIL_PENDING" or (outcome in ("SUCCEEDED", "FAILED"))
+        done = outcome is not None  # FAIL_PENDING (injected), SUCCEEDED or FAILED
         if elapsed < self.config.job_seconds / 3:
             status = "NEW"
         elif elapsed < self.config.job_seconds or not done:
@@ -636,9 +662,10 @@ class AepApp:
         if status == "SUCCEEDED":
             end_ms = int(max(row["finished_at"], row["created_at"] + self.config.job_seconds) * 1000)
             job["destination"]["batchId"] = row["batch_id"]
+            timing = {"startTimeInMs": start_ms, "endTimeInMs": end_ms, "totalTimeInMs": end_ms - start_ms}
             job["metrics"] = {
-                "totalTime": {"startTimeInMs": start_ms, "endTimeInMs": end_ms, "totalTimeInMs": end_ms - start_ms},
-                "profileExportTime": {"startTimeInMs": start_ms, "endTimeInMs": end_ms, "totalTimeInMs": end_ms - start_ms},
+                "totalTime": timing,
+                "profileExportTime": dict(timing),
                 "totalExportedProfileCounter": row["profiles"],
             }
         elif status == "FAILED":
@@ -652,7 +679,9 @@ class AepApp:
         try:
             job_id = int(request.params["id"])
         except ValueError:
-            raise aep_error(404, "UPS-1405-404", "Not Found", f"export job {request.params['id']} was not found") from None
+            raise aep_error(
+                404, "UPS-1405-404", "Not Found", f"export job {request.params['id']} was not found"
+            ) from None
         return Response(200, self._job_view(job_id))
 
     def list_export_jobs(self, request: Request) -> Response:
@@ -663,7 +692,10 @@ class AepApp:
         ids = [r["id"] for r in self.state.query("SELECT id FROM jobs ORDER BY id DESC")]
         jobs = [job for job in map(self._job_view, ids) if wanted is None or job["status"] == wanted]
         page = jobs[offset : offset + limit]
-        result: dict[str, Any] = {"records": page, "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": offset, "pageSize": len(page)}}
+        result: dict[str, Any] = {
+            "records": page,
+            "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": offset, "pageSize": len(page)},
+        }
         if offset + limit < len(jobs):
             result["link"] = {"next": f"{UPS}/export/jobs?limit={limit}&offset={offset + limit}"}
         return Response(200, result)
@@ -695,9 +727,8 @@ class AepApp:
         ]
         result: dict[str, Any] = {"data": data, "_page": {"limit": limit, "count": len(data), "totalCount": total}}
         if start + limit < total:
-            result["_links"] = {
-                "next": {"href": f"{self._base(request)}{EXPORT}/batches/{batch_id}/files?start={start + limit}&limit={limit}"}
-            }
+            next_page = f"{EXPORT}/batches/{batch_id}/files?start={start + limit}&limit={limit}"
+            result["_links"] = {"next": {"href": f"{self._base(request)}{next_page}"}}
         return Response(200, result)
 
     @staticmethod
@@ -715,8 +746,10 @@ class AepApp:
             href = f"{self._base(request)}{EXPORT}/files/{row['id']}?path={quote(row['name'])}"
             return Response(
                 200,
-                {"data": [{"name": row["name"], "length": str(row["length"]), "_links": {"self": {"href": href}}}],
-                 "_page": {"limit": 100, "count": 1}},
+                {
+                    "data": [{"name": row["name"], "length": str(row["length"]), "_links": {"self": {"href": href}}}],
+                    "_page": {"limit": 100, "count": 1},
+                },
             )
         if name != row["name"] or not os.path.exists(row["path"]):
             raise aep_error(404, "DAS-1406-404", "Not Found", f"file {row['id']} has no part named {name!r}")
@@ -731,7 +764,10 @@ class AepApp:
             length, status = end - offset + 1, 206
             headers["Content-Range"] = f"bytes {offset}-{end}/{size}"
         return Response(
-            status, FileBody(Path(row["path"]), offset, length), headers=headers, content_type="application/octet-stream"
+            status,
+            FileBody(Path(row["path"]), offset, length),
+            headers=headers,
+            content_type="application/octet-stream",
         )
 
 

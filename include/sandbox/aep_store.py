@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sandbox.common import StateDB
@@ -22,7 +23,9 @@ MEMBERSHIP_STATUSES = ("realized", "existing", "exited")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS connections (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS connections (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audiences (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS merge_policies (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -153,9 +156,7 @@ def _identity_map(email: pa.ChunkedArray, ecid: pa.ChunkedArray) -> pa.Array:
     )
     items = pa.ListArray.from_arrays(pa.array(np.arange(len(source) + 1, dtype=np.int32)), entries)
     keys = pc.if_else(is_email_arrow, "email", "ECID")
-    return pa.MapArray.from_arrays(
-        pa.array(offsets), keys, items, type=IDENTITY_MAP_TYPE, mask=pa.array(counts == 0)
-    )
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, items, type=IDENTITY_MAP_TYPE, mask=pa.array(counts == 0))
 
 
 def _struct(columns: dict[str, pa.Array], type_: pa.StructType) -> pa.StructArray:
@@ -188,7 +189,9 @@ def build_export_table(
         type=SEGMENT_MEMBERSHIP_TYPE.item_type,
     )
     segment_membership = pa.MapArray.from_arrays(
-        pa.array(np.arange(n + 1, dtype=np.int32)), pa.array(["ups"] * n, pa.string()), inner,
+        pa.array(np.arange(n + 1, dtype=np.int32)),
+        pa.array(["ups"] * n, pa.string()),
+        inner,
         type=SEGMENT_MEMBERSHIP_TYPE,
     )
     person_type = EXPORT_SCHEMA.field("person").type
@@ -212,8 +215,6 @@ def build_export_table(
 
 def write_parts(table: pa.Table, folder: Path, part_rows: int, stem: str = "part", fmt: str = "parquet") -> list[Path]:
     """Split ``table`` into files of at most ``part_rows`` rows; no rows → no files."""
-    import pyarrow.csv as pacsv
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for number, start in enumerate(range(0, table.num_rows, part_rows)):

@@ -71,17 +71,83 @@ AUDIENCE_NAMES = [
 ]
 AUDIENCE_SHARES = [0.5, 0.35, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.05, 0.04]
 STATUS_SHARES = [0.55, 0.35, 0.10]  # realized, existing, exited
-FIRST_NAMES = (
-    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan Joseph "
-    "Jessica Thomas Sarah Charles Karen Anna Lukas Emma Noah Olivia Liam Sophie Paul Laura Tom"
-).split()
-LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Wilson Anderson "
-    "Thomas Taylor Moore Jackson Martin Lee Fischer Weber Schneider Meyer Wagner Becker Hoffmann Klein Wolf Neumann"
-).split()
+FIRST_NAMES = [
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Anna",
+    "Lukas",
+    "Emma",
+    "Noah",
+    "Olivia",
+    "Liam",
+    "Sophie",
+    "Paul",
+    "Laura",
+    "Tom",
+]
+LAST_NAMES = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Fischer",
+    "Weber",
+    "Schneider",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Hoffmann",
+    "Klein",
+    "Wolf",
+    "Neumann",
+]
 NON_ASCII_FIRST = ["José", "Zoë", "Jürgen", "Søren", "Łukasz", "中文", "Renée", "Ólafur"]
 NON_ASCII_LAST = ["Strauß", "Müller", "Nguyễn", "王", "Þórsson", "Gómez", "Åberg", "Dvořák"]
-STREETS = "Main St;Oak Ave;Maple Rd;Hauptstraße;Park Lane;Rue de Rivoli;High Street;Elm St;Cedar Blvd".split(";")
+STREETS = [
+    "Main St",
+    "Oak Ave",
+    "Maple Rd",
+    "Hauptstraße",
+    "Park Lane",
+    "Rue de Rivoli",
+    "High Street",
+    "Elm St",
+    "Cedar Blvd",
+]
 CITIES = [
     ("Berlin", "Germany"),
     ("Munich", "Germany"),
@@ -128,7 +194,9 @@ def _hex_uuids(rng: np.random.Generator, n: int) -> pa.Array:
     """n random UUID-formatted strings, built as a byte matrix (no per-row Python)."""
     digits = np.frombuffer(b"0123456789abcdef", np.uint8)[rng.integers(0, 16, (n, 32), dtype=np.uint8)]
     dash = np.full((n, 1), ord("-"), np.uint8)
-    chars = np.hstack([digits[:, :8], dash, digits[:, 8:12], dash, digits[:, 12:16], dash, digits[:, 16:20], dash, digits[:, 20:]])
+    chars = np.hstack(
+        [digits[:, :8], dash, digits[:, 8:12], dash, digits[:, 12:16], dash, digits[:, 16:20], dash, digits[:, 20:]]
+    )
     return pa.array(np.ascontiguousarray(chars).view("S36").ravel()).cast(pa.string())
 
 
@@ -181,7 +249,9 @@ def _profiles(rng: np.random.Generator, n: int) -> dict[str, pa.Array]:
     }
 
 
-def _memberships(rng: np.random.Generator, n: int, audience_ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _memberships(
+    rng: np.random.Generator, n: int, audience_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense (n × audiences) matrices: member?, status code, lastQualificationTime (ms)."""
     a = len(audience_ids)
     shares = np.array([AUDIENCE_SHARES[i % len(AUDIENCE_SHARES)] for i in range(a)])
@@ -195,7 +265,7 @@ def _apply_dirt(
     rng: np.random.Generator, cols: dict[str, pa.Array], dirty_rate: float, matrices: tuple
 ) -> dict[str, int]:
     n = len(cols["profile_id"])
-    k = int(round(n * dirty_rate))
+    k = round(n * dirty_rate)
     counts = {kind: k for kind in DIRT_KINDS}
     counts["over_long"] = min(k, OVER_LONG_CAP)
     needed = sum(counts.values()) + counts["duplicate"]  # duplicates also take a source profile each
@@ -295,7 +365,11 @@ def _audience_body(audience_id: str, name: str, seq: int) -> dict:
         "schema": {"name": "_xdm.context.profile"},
         "expression": {"type": "PQL", "format": "pql/text", "value": f'segmentMembership.ups.name = "{name}"'},
         "mergePolicyId": credentials.AEP_MERGE_POLICY_ID,
-        "evaluationInfo": {"batch": {"enabled": True}, "continuous": {"enabled": False}, "synchronous": {"enabled": False}},
+        "evaluationInfo": {
+            "batch": {"enabled": True},
+            "continuous": {"enabled": False},
+            "synchronous": {"enabled": False},
+        },
         "labels": [],
         "createEpoch": created // 1000,
         "creationTime": created,
@@ -315,7 +389,10 @@ def _write_catalog(db: str | Path, audiences: list[dict], meta: dict) -> None:
         dataset = {
             "id": credentials.AEP_DATASET_ID,
             "name": "Audience export (profile union schema)",
-            "schemaRef": {"id": "_xdm.context.profile__union", "contentType": "application/vnd.adobe.xed+json;version=1"},
+            "schemaRef": {
+                "id": "_xdm.context.profile__union",
+                "contentType": "application/vnd.adobe.xed+json;version=1",
+            },
         }
         merge_policy = {
             "id": credentials.AEP_MERGE_POLICY_ID,
@@ -327,9 +404,13 @@ def _write_catalog(db: str | Path, audiences: list[dict], meta: dict) -> None:
         }
         conn.execute("INSERT OR REPLACE INTO datasets (id, body) VALUES (?, ?)", (dataset["id"], json.dumps(dataset)))
         conn.execute(
-            "INSERT OR REPLACE INTO merge_policies (id, body) VALUES (?, ?)", (merge_policy["id"], json.dumps(merge_policy))
+            "INSERT OR REPLACE INTO merge_policies (id, body) VALUES (?, ?)",
+            (merge_policy["id"], json.dumps(merge_policy)),
         )
-        conn.executemany("INSERT OR REPLACE INTO population (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        conn.executemany(
+            "INSERT OR REPLACE INTO population (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in meta.items()],
+        )
 
 
 def _meta(db: str | Path) -> dict:
@@ -391,7 +472,7 @@ def mutate_population(
     profiles, memberships = load_population(data_dir)
     cols = {name: profiles[name].combine_chunks() for name in profiles.column_names}
     n = profiles.num_rows
-    rows = np.sort(rng.choice(n, size=int(round(n * fraction)), replace=False))
+    rows = np.sort(rng.choice(n, size=round(n * fraction), replace=False))
     cols["first_name"] = _changed(rng, cols["first_name"], FIRST_NAMES, rows)
     cols["last_name"] = _changed(rng, cols["last_name"], LAST_NAMES, rows)
     city_index = rng.integers(0, len(CITIES), n)
@@ -403,7 +484,7 @@ def mutate_population(
 
     status = memberships["status"].combine_chunks()
     active = np.flatnonzero(pc.not_equal(status, "exited").to_numpy(zero_copy_only=False))
-    exits = rng.choice(active, size=int(round(len(active) * exit_fraction)), replace=False)
+    exits = rng.choice(active, size=round(len(active) * exit_fraction), replace=False)
     now = BASE_TIME_MS + generation * DAY_MS
     times = memberships["last_qualification_time"].combine_chunks()
     mask = np.zeros(memberships.num_rows, bool)
@@ -455,7 +536,7 @@ def write_audience_files(
     out: str | Path,
     fmt: str,
     audience_ids: list[str],
-    statuses: list[str] = list(MEMBERSHIP_STATUSES),
+    statuses: list[str] | tuple[str, ...] = MEMBERSHIP_STATUSES,
     data_dir: str | Path | None = None,
     part_rows: int = 250_000,
 ) -> list[Path]:
@@ -466,6 +547,7 @@ def write_audience_files(
     unknown = [a for a in audience_ids if a not in known]
     if unknown:
         raise ValueError(f"unknown audience ids: {', '.join(unknown)}")
+    statuses = list(statuses)
     bad = [s for s in statuses if s not in MEMBERSHIP_STATUSES]
     if bad:
         raise ValueError(f"unknown statuses: {', '.join(bad)}")

@@ -1,4 +1,4 @@
-"""The AEP sandbox over real HTTP on loopback: IMS, gateway checks, Flow Service, audiences, export jobs, Data Access."""
+"""The AEP sandbox over loopback HTTP: IMS, gateway checks, Flow Service, audiences, export jobs, Data Access."""
 
 from __future__ import annotations
 
@@ -211,12 +211,18 @@ def _without(body: dict, *path: str) -> dict:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({**connection_body(), "connectionSpec": {"id": "00000000-0000-0000-0000-000000000000", "version": "1.0"}},
-         "connectionSpec.id"),
-        ({**connection_body(), "connectionSpec": {"id": HUBSPOT_CONNECTION_SPEC_ID, "version": "2.0"}},
-         "connectionSpec.version"),
-        ({**connection_body(), "auth": {**connection_body()["auth"], "specName": "OAuth 2 Refresh Code"}},
-         "auth.specName"),
+        (
+            {**connection_body(), "connectionSpec": {"id": "00000000-0000-0000-0000-000000000000", "version": "1.0"}},
+            "connectionSpec.id",
+        ),
+        (
+            {**connection_body(), "connectionSpec": {"id": HUBSPOT_CONNECTION_SPEC_ID, "version": "2.0"}},
+            "connectionSpec.version",
+        ),
+        (
+            {**connection_body(), "auth": {**connection_body()["auth"], "specName": "OAuth 2 Refresh Code"}},
+            "auth.specName",
+        ),
         (_without(connection_body(), "auth", "params", "refreshToken"), "auth.params.refreshToken"),
         (_without(connection_body(), "auth", "params", "clientId"), "auth.params.clientId"),
         (connection_body(clientSecret=""), "auth.params.clientSecret"),
@@ -232,7 +238,7 @@ def test_create_connection_validates_hubspot_spec(platform, body, field):
     assert "hub-secret-value" not in response.text
 
 
-def test_create_get_masks_secrets_and_delete(platform):
+def test_create_get_masks_secrets_and_delete(server, platform):
     created = platform.call("POST", f"{FLOW}/connections", json=connection_body())
     assert created.status_code == 201
     connection_id, etag = created.json()["id"], created.json()["etag"]
@@ -246,6 +252,8 @@ def test_create_get_masks_secrets_and_delete(platform):
     for secret in ("clientSecret", "accessToken", "refreshToken"):
         assert item["auth"]["params"][secret] == "********"
     assert item["createdAt"] <= item["updatedAt"]
+    stored = b"".join(p.read_bytes() for p in server.db.parent.glob(server.db.name + "*"))
+    assert b"hub-secret-value" not in stored and b"hub-refresh-value" not in stored  # kept as fingerprints only
 
     assert platform.call("DELETE", f"{FLOW}/connections/{connection_id}").status_code == 204
     assert_aep_error(platform.call("GET", f"{FLOW}/connections/{connection_id}"), 404, connection_id)
@@ -258,10 +266,14 @@ def test_list_connections_filters_and_pages(platform):
     by_name = platform.call("GET", f"{FLOW}/connections", params={"property": "name==alpha"}).json()
     assert [i["name"] for i in by_name["items"]] == ["alpha", "alpha"]
     both = platform.call(
-        "GET", f"{FLOW}/connections", params={"property": ["name~a", f"connectionSpec.id=={HUBSPOT_CONNECTION_SPEC_ID}"]}
+        "GET",
+        f"{FLOW}/connections",
+        params={"property": ["name~a", f"connectionSpec.id=={HUBSPOT_CONNECTION_SPEC_ID}"]},
     ).json()
     assert sorted(i["name"] for i in both["items"]) == ["alpha", "alpha", "beta", "gamma"]
-    assert platform.call("GET", f"{FLOW}/connections", params={"property": "connectionSpec.id==nope"}).json() == {"items": []}
+    assert platform.call("GET", f"{FLOW}/connections", params={"property": "connectionSpec.id==nope"}).json() == {
+        "items": []
+    }
 
     names, path, pages = [], f"{FLOW}/connections?limit=3", 0
     while path:
@@ -353,7 +365,10 @@ def test_export_job_request_is_validated(platform, audiences, mutate, word):
 
 def expected_members(data_dir, audience_ids: list[str], statuses: list[str]) -> set[str]:
     profiles, memberships = load_population(data_dir)
-    keep = pc.and_(pc.is_in(memberships["audience_id"], pa.array(audience_ids)), pc.is_in(memberships["status"], pa.array(statuses)))
+    keep = pc.and_(
+        pc.is_in(memberships["audience_id"], pa.array(audience_ids)),
+        pc.is_in(memberships["status"], pa.array(statuses)),
+    )
     rows = pc.unique(memberships.filter(keep)["row"])
     return set(profiles["profile_id"].take(rows).to_pylist())
 
@@ -375,7 +390,9 @@ def download_batch(platform: Platform, batch_id: str) -> list[pa.Table]:
 
 def test_export_job_lifecycle_writes_parquet_parts(seeded, platform, audiences):
     wanted = [audiences[1]["id"], audiences[2]["id"]]
-    created = platform.call("POST", f"{UPS}/export/jobs", json=export_body(wanted, ("realized", "existing"), "dataSetId"))
+    created = platform.call(
+        "POST", f"{UPS}/export/jobs", json=export_body(wanted, ("realized", "existing"), "dataSetId")
+    )
     assert created.status_code == 200 and created.json()["status"] == "NEW"
     job, seen = wait_for_job(platform, created.json()["id"])
     assert seen[-1] == "SUCCEEDED" and "PROCESSING" in seen
@@ -398,19 +415,27 @@ def test_export_job_lifecycle_writes_parquet_parts(seeded, platform, audiences):
 
 def test_export_job_fails_when_fault_set(server, platform, audiences):
     server.set_faults(fail_exports=1)
-    failed, _ = wait_for_job(platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"])
+    failed, _ = wait_for_job(
+        platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"]
+    )
     assert failed["status"] == "FAILED" and "batchId" not in failed["destination"]
     assert failed["errors"][0]["code"] and failed["errors"][0]["msg"]
-    succeeded, _ = wait_for_job(platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"])
+    succeeded, _ = wait_for_job(
+        platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"]
+    )
     assert succeeded["status"] == "SUCCEEDED"
 
 
 def test_data_access_listing_ranges_and_errors(platform, audiences):
-    job, _ = wait_for_job(platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"])
+    job, _ = wait_for_job(
+        platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([audiences[2]["id"]])).json()["id"]
+    )
     batch_id = job["destination"]["batchId"]
     first = platform.call("GET", f"{EXPORT}/batches/{batch_id}/files", params={"limit": 1}).json()
     assert len(first["data"]) == 1 and first["_links"]["next"]["href"]
-    assert first["data"][0]["dataSetFileId"] and first["data"][0]["_links"]["self"]["href"].endswith(first["data"][0]["dataSetFileId"])
+    assert first["data"][0]["dataSetFileId"] and first["data"][0]["_links"]["self"]["href"].endswith(
+        first["data"][0]["dataSetFileId"]
+    )
     part = platform.call("GET", first["data"][0]["_links"]["self"]["href"]).json()["data"][0]
     whole = platform.call("GET", part["_links"]["self"]["href"]).content
     ranged = platform.call("GET", part["_links"]["self"]["href"], headers={"Range": "bytes=4-99"})
@@ -437,12 +462,18 @@ def test_seed_after_start_and_cli_reset(aep_sandbox):
     result = seed_population(aep_sandbox.db, None, 500, 2, seed=3, dirty_rate=0.0)
     listed = platform.call("GET", f"{UPS}/audiences").json()["children"]
     assert [a["id"] for a in listed] == [a["id"] for a in result.audiences]
-    job, _ = wait_for_job(platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([listed[0]["id"]])).json()["id"])
+    job, _ = wait_for_job(
+        platform, platform.call("POST", f"{UPS}/export/jobs", json=export_body([listed[0]["id"]])).json()["id"]
+    )
     assert job["metrics"]["totalExportedProfileCounter"] > 0
 
-    reset = subprocess.run(
+    reset = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [sys.executable, "-m", "sandbox.aep", "reset", "--db", str(aep_sandbox.db), "--population"],
-        cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert reset.returncode == 0, reset.stderr
     assert platform.call("GET", f"{UPS}/audiences").json()["children"] == []

@@ -11,6 +11,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from sandbox import credentials
@@ -69,7 +70,7 @@ def test_each_kind_of_dirt_at_documented_rate(population):
 
 
 def test_dirt_looks_like_what_it_claims(population):
-    _, _, profiles, memberships = population
+    _, _, profiles, _ = population
     by_kind = {kind: profiles[profiles["dirt"] == kind] for kind in DIRT_KINDS}
     messy = by_kind["messy_email"]["email"].dropna()
     assert len(messy) and all(e != e.strip() and e != e.lower() and VALID_EMAIL.match(e.strip().lower()) for e in messy)
@@ -133,17 +134,28 @@ def test_mutate_without_population_is_a_clear_error(tmp_path):
 
 
 def test_audience_files_csv_and_parquet(population, tmp_path):
-    db, result, profiles, memberships = population
+    db, result, _, memberships = population
     audience_ids = [result.audiences[0]["id"], result.audiences[2]["id"]]
     members = memberships[memberships["audience_id"].isin(audience_ids) & (memberships["status"] != "exited")]
     expected_rows = members["row"].nunique()
-    csv_files = write_audience_files(db, tmp_path / "csv", "csv", audience_ids, ["realized", "existing"], part_rows=4000)
+    csv_files = write_audience_files(
+        db, tmp_path / "csv", "csv", audience_ids, ["realized", "existing"], part_rows=4000
+    )
     assert len(csv_files) == -(-expected_rows // 4000) > 1
     with open(csv_files[0], newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    base = ["_id", "identityMap.email", "identityMap.ECID", "personalEmail.address", "person.name.firstName",
-            "person.name.lastName", "workAddress.street1", "workAddress.city", "workAddress.country"]
+    base = [
+        "_id",
+        "identityMap.email",
+        "identityMap.ECID",
+        "personalEmail.address",
+        "person.name.firstName",
+        "person.name.lastName",
+        "workAddress.street1",
+        "workAddress.city",
+        "workAddress.country",
+    ]
     membership = [f"segmentMembership.ups.{a}.{f}" for a in audience_ids for f in ("status", "lastQualificationTime")]
     assert reader.fieldnames == base + membership
     for row in rows[:300]:
@@ -151,11 +163,14 @@ def test_audience_files_csv_and_parquet(population, tmp_path):
         assert any(s in ("realized", "existing") for s in statuses) and "exited" not in statuses
         for a in audience_ids:
             stamp = row[f"segmentMembership.ups.{a}.lastQualificationTime"]
-            assert (stamp == "") == (row[f"segmentMembership.ups.{a}.status"] == "") and (not stamp or ISO_MS.match(stamp))
+            assert (stamp == "") == (row[f"segmentMembership.ups.{a}.status"] == "") and (
+                not stamp or ISO_MS.match(stamp)
+            )
 
     parquet_files = write_audience_files(db, tmp_path / "pq", "parquet", audience_ids, ["realized", "existing"])
     table = pa.concat_tables(pq.read_table(p) for p in parquet_files)
-    assert table.num_rows == expected_rows == sum(1 for p in csv_files for _ in open(p, encoding="utf-8")) - len(csv_files)
+    csv_rows = sum(pacsv.read_csv(p).num_rows for p in csv_files)
+    assert table.num_rows == expected_rows == csv_rows
     assert table.schema.field(membership[1]).type == pa.timestamp("ms", tz="UTC")
     with pytest.raises(ValueError, match="unknown audience ids: nope"):
         write_audience_files(db, tmp_path / "x", "csv", ["nope"])
@@ -166,18 +181,43 @@ def test_cli_seed_mutate_and_files(tmp_path):
     db = str(tmp_path / "aep.sqlite3")
 
     def run(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "sandbox.seed", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+            [sys.executable, "-m", "sandbox.seed", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
     seeded = run("--db", db, "--profiles", "1000", "--audiences", "2", "--seed", "4", "--dirty-rate", "0.01")
-    assert seeded["profiles"] == 1000 and [a["name"] for a in seeded["audiences"]] == ["Gold Members", "Newsletter Subscribers"]
+    assert seeded["profiles"] == 1000 and [a["name"] for a in seeded["audiences"]] == [
+        "Gold Members",
+        "Newsletter Subscribers",
+    ]
     assert run("mutate", "--db", db, "--fraction", "0.01")["changed_profiles"] == 10
-    files = run("files", "--db", db, "--out", str(tmp_path / "out"), "--format", "csv", "--audiences", seeded["audiences"][0]["id"])
+    files = run(
+        "files",
+        "--db",
+        db,
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "csv",
+        "--audiences",
+        seeded["audiences"][0]["id"],
+    )
     assert len(files["files"]) == 1 and files["files"][0].endswith(".csv")
-    bad = subprocess.run([sys.executable, "-m", "sandbox.seed", "--db", db, "--dirty-rate", "0.5"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-m", "sandbox.seed", "--db", db, "--dirty-rate", "0.5"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "dirty_rate" in bad.stderr
 
 
