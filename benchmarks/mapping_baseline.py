@@ -43,6 +43,7 @@ from audience_sync.mapping import (  # noqa: E402
     MapResult,
     _check_schema,
     load_mapping,
+    map_counts,
     map_export,
 )
 
@@ -194,14 +195,7 @@ def map_export_baseline(
                 mapped_rows = []
         chunks.add(pa.Table.from_pylist(mapped_rows, schema=chunks.schema))
         rejects.write(pa.Table.from_pylist(rejected_rows, schema=REJECT_SCHEMA))
-    counts = {
-        "exported": total,
-        "valid": valid,
-        "rejected": sum(categories.values()),
-        "rejected_by_category": dict(sorted(categories.items())),
-        "deduplicated": categories.get("DUPLICATE_EMAIL", 0),
-    }
-    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=counts)
+    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, categories))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -596,6 +596,69 @@ class _BatchRejects:
         self.taken |= mask
 
 
+def _map_batch(
+    batch: pa.RecordBatch,
+    offset: int,
+    mapping: Mapping,
+    audience_properties: dict[str, str],
+    dedup: tuple[np.ndarray, pa.Array],
+    sink: AtomicParquetWriter,
+    by_category: Counter,
+) -> pa.Table:
+    """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned."""
+    ids = pc.cast(batch.column(ID_COLUMN), pa.string())
+    emails = _emails(batch, mapping)
+    rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
+    sources = " or ".join(mapping.email.sources)
+    rejects.add(emails.missing, sources, "MISSING_EMAIL", f"the profile has no email in {sources}")
+    rejects.add(emails.invalid, "email", "INVALID_EMAIL", "the email address is not a valid address (see EMAIL_PATTERN)")
+    loser_to_winner, ranked_ids = dedup
+    winner_at = loser_to_winner[offset : offset + batch.num_rows]
+    lost = winner_at >= 0
+    if lost.any():
+        winner_ids = pc.fill_null(ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no _id>")
+        prefix = f"another profile has the same email and wins ({DUPLICATE_RULE}): "
+        rejects.add(lost, "email", "DUPLICATE_EMAIL", pc.binary_join_element_wise(prefix, winner_ids, ""))
+
+    columns = {"email": emails.email}
+    for mapping_field in mapping.attributes:
+        values = _attribute(batch, mapping_field)
+        length = pc.utf8_length(values)
+        too_long = pc.fill_null(pc.greater(length, MAX_VALUE_LENGTH), False).to_numpy(zero_copy_only=False)
+        if too_long.any():
+            reason = pc.binary_join_element_wise(
+                f"{mapping_field.target} (from {mapping_field.source}) is ",
+                pc.cast(length, pa.string()),
+                f" characters long; HubSpot holds at most {MAX_VALUE_LENGTH} and values are never truncated",
+                "",
+            )
+            rejects.add(too_long, mapping_field.target, "VALUE_TOO_LONG", reason)
+        columns[mapping_field.target] = values
+    statuses = _memberships(batch, list(audience_properties)).statuses
+    for aid, prop in audience_properties.items():
+        status = statuses[aid]
+        unknown = pc.and_(pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(AUDIENCE_STATUSES))))
+        rejects.add(
+            pc.fill_null(unknown, False).to_numpy(zero_copy_only=False),
+            prop,
+            "INVALID_STATUS",
+            f"membership status of audience {aid} is not one of {', '.join(AUDIENCE_STATUSES)}",
+        )
+        columns[prop] = status
+    columns[PROFILE_ID] = ids
+    return pa.table(columns).filter(pa.array(~rejects.taken))
+
+
+def map_counts(exported: int, valid: int, by_category: Counter) -> dict:
+    return {
+        "exported": exported,
+        "valid": valid,
+        "rejected": sum(by_category.values()),
+        "rejected_by_category": dict(sorted(by_category.items())),
+        "deduplicated": by_category.get("DUPLICATE_EMAIL", 0),
+    }
+
+
 def map_export(
     part_paths: list[str],
     mapping: Mapping,
@@ -618,71 +681,16 @@ def map_export(
             f"invalid names {bad}, names also mapped from XDM {clash}, or two audiences sharing a property"
         )
     check_governance(mapping)
-    audience_ids = list(audience_properties)
-    names = ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]
-    schema = pa.schema([(name, pa.string()) for name in names])
-    total, loser_to_winner, ranked_ids = _winners(part_paths, mapping, read_batch_rows)
+    schema = pa.schema([(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]])
+    total, *dedup = _winners(part_paths, mapping, read_batch_rows)
 
     chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
     by_category: Counter[str] = Counter()
     valid = 0
-    with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as rejects:
+    with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
         for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows):
-            ids = pc.cast(batch.column(ID_COLUMN), pa.string())
-            emails = _emails(batch, mapping)
-            batch_rejects = _BatchRejects(rejects, by_category, ids, pc.coalesce(emails.email, emails.raw))
-            reject = batch_rejects.add
-            sources = " or ".join(mapping.email.sources)
-            reject(emails.missing, sources, "MISSING_EMAIL", f"the profile has no email in {sources}")
-            reject(emails.invalid, "email", "INVALID_EMAIL", "the email address is not a valid address (see EMAIL_PATTERN)")
-            winner_at = loser_to_winner[offset : offset + batch.num_rows]
-            lost = winner_at >= 0
-            if lost.any():
-                winner_ids = ranked_ids.take(pa.array(np.where(lost, winner_at, 0)))
-                reason = pc.binary_join_element_wise(
-                    "another profile has the same email and wins (" + DUPLICATE_RULE + "): ",
-                    pc.fill_null(winner_ids, "<no _id>"),
-                    "",
-                )
-                reject(lost, "email", "DUPLICATE_EMAIL", reason)
-
-            columns = {"email": emails.email}
-            for mapping_field in mapping.attributes:
-                values = _attribute(batch, mapping_field)
-                length = pc.utf8_length(values)
-                too_long = pc.fill_null(pc.greater(length, MAX_VALUE_LENGTH), False).to_numpy(zero_copy_only=False)
-                if too_long.any():
-                    reason = pc.binary_join_element_wise(
-                        f"{mapping_field.target} (from {mapping_field.source}) is ",
-                        pc.cast(length, pa.string()),
-                        f" characters long; HubSpot holds at most {MAX_VALUE_LENGTH} and values are never truncated",
-                        "",
-                    )
-                    reject(too_long, mapping_field.target, "VALUE_TOO_LONG", reason)
-                columns[mapping_field.target] = values
-            statuses = _memberships(batch, audience_ids).statuses
-            for aid, prop in audience_properties.items():
-                status = statuses[aid]
-                unknown = pc.fill_null(pc.invert(pc.is_in(status, pa.array(AUDIENCE_STATUSES))), False)
-                unknown = pc.and_(unknown, pc.is_valid(status)).to_numpy(zero_copy_only=False)
-                reject(
-                    unknown,
-                    prop,
-                    "INVALID_STATUS",
-                    f"membership status of audience {aid} is not one of {', '.join(AUDIENCE_STATUSES)}",
-                )
-                columns[prop] = status
-            columns[PROFILE_ID] = ids
-            keep = ~batch_rejects.taken
-            valid += int(keep.sum())
-            chunks.add(pa.table(columns).filter(pa.array(keep)))
-    mapped_paths = chunks.close()
-    counts = {
-        "exported": total,
-        "valid": valid,
-        "rejected": sum(by_category.values()),
-        "rejected_by_category": dict(sorted(by_category.items())),
-        "deduplicated": by_category.get("DUPLICATE_EMAIL", 0),
-    }
-    return MapResult(mapped_paths=mapped_paths, rejects_path=rejects_path, counts=counts)
+            table = _map_batch(batch, offset, mapping, audience_properties, tuple(dedup), sink, by_category)
+            valid += table.num_rows
+            chunks.add(table)
+    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, by_category))
