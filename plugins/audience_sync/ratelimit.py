@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 SAFETY_MARGIN = 0.02  # keep ~2 % below the ceiling (at least one request below it)
 
 
 class _Slot:
-    __slots__ = ("sent", "done")
+    __slots__ = ("done", "sent")
 
     def __init__(self, sent: float) -> None:
         self.sent = sent

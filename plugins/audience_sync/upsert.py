@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from audience_sync import storage
-from audience_sync.clients.hubspot import MAX_BATCH, BatchRejected, HubSpotClient, Reject
+from audience_sync.clients.hubspot import MAX_BATCH, BatchRejected, HubSpotClient
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Progress:
 # --- the whole chunk ------------------------------------------------------------------------------------
 def chunk_stem(input_path) -> str:
     name = storage.as_path(input_path).name
-    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+    return name.removesuffix(".parquet")
 
 
 def upsert_file(

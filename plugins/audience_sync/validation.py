@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 Counts = Mapping[str, Mapping[str, int]]  # audience property → status → contacts
 
@@ -47,5 +48,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         for row in rows
     ]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()  # noqa: E731
+
+    def render(line: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+
     return "\n".join([render(header), render(tuple("-" * w for w in widths)), *map(render, lines)])

@@ -79,3 +79,19 @@ def hs(hubspot_sandbox, monkeypatch, tmp_path) -> HubSpotEnv:
     env = HubSpotEnv(hubspot_sandbox, monkeypatch, tmp_path)
     env.connect()
     return env
+
+
+@pytest.fixture
+def window_peak():
+    """The most requests found in any window of ``interval`` seconds, given their times."""
+
+    def peak(times: list[float], interval: float) -> int:
+        times = sorted(times)
+        best, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= interval:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    return peak

@@ -7,16 +7,6 @@ import pytest
 from audience_sync.upsert import REJECT_COLUMNS, RESULT_COLUMNS, upsert_file
 
 
-def max_in_window(times: list[float], interval: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= interval:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def three_bad_of_100(hs, client) -> str:
     """100 contacts: one invalid email, one invalid audience option, one value for a property that does not exist."""
     hs.audience_property(client, "aep_gold")
@@ -113,7 +103,7 @@ def test_local_rejects_and_updates(hs, tmp_path):
     assert len(hs.contacts()) == 8
 
 
-def test_limiter_sized_from_headers_stays_under_a_low_limit_near_full_speed(hs, tmp_path):
+def test_limiter_sized_from_headers_stays_under_a_low_limit_near_full_speed(hs, tmp_path, window_peak):
     """The sandbox allows 20 calls per second; the client learns it from the first answer's headers."""
     hs.server(rate_limit=20, interval_ms=1000)
     path = hs.chunk(600)
@@ -123,7 +113,7 @@ def test_limiter_sized_from_headers_stays_under_a_low_limit_near_full_speed(hs, 
     assert hs.stats().get("status_429", 0) == 0
     times = [r["time"] for r in hs.requests("/batch/upsert")]
     assert len(times) == 60
-    assert max_in_window(times, 1.0) <= 20
+    assert window_peak(times, 1.0) <= 20
     rate = (len(times) - 1) / (max(times) - min(times))
     assert rate >= 0.8 * 20, f"{rate:.1f} calls/s under a 20/s limit"
     assert client.hook.limiter.limit == 20 and client.hook.limiter.interval_s == 1.0

@@ -9,8 +9,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from audience_sync.hooks.base import ApiError
 from audience_sync.hooks.hubspot import HubSpotHook
@@ -177,7 +178,7 @@ def error_details(body: dict[str, Any]) -> list[dict[str, Any]]:
     ("Property values were not valid: [{...}]")."""
     details = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     message = str(body.get("message") or "")
-    embedded = re.search(r"(\[\s*\{.*\}\s*\])\s*$", message, re.S)
+    embedded = re.search(r"(\[\s*\{.*\}\s*\])\s*$", message, re.DOTALL)
     if embedded:
         try:
             details += [e for e in json.loads(embedded.group(1)) if isinstance(e, dict)]

@@ -31,7 +31,14 @@ from typing import Any
 import requests
 from airflow.sdk.log import mask_secret
 
-from audience_sync.hooks.base import ApiError, RetriesExhausted, RetryingApiHook, RetrySettings, json_body, retry_after_seconds
+from audience_sync.hooks.base import (
+    ApiError,
+    RetriesExhausted,
+    RetryingApiHook,
+    RetrySettings,
+    json_body,
+    retry_after_seconds,
+)
 from audience_sync.ratelimit import RollingWindowLimiter
 
 log = logging.getLogger(__name__)
