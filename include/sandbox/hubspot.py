@@ -49,7 +49,7 @@ OBJECT = "(?:contacts|0-1)"
 OBJECT_PATHS = (f"/crm/v3/objects/{OBJECT}", f"/crm/objects/{DATED}/{OBJECT}")
 PROPERTY_PATHS = (f"/crm/v3/properties/{OBJECT}", f"/crm/properties/{DATED}/{OBJECT}")
 USAGE_PATHS = ("/account-info/v3/api-usage/daily/private-apps", f"/account-info/{DATED}/api-usage/daily/private-apps")
-TOKEN_PATHS = ("/oauth/v1/token", f"/oauth/{DATED}/token")
+TOKEN_PATHS = ("/oauth/v1/token", "/oauth/v3/token", f"/oauth/{DATED}/token")
 
 DEFAULTS: dict[str, Any] = {
     "rate_limit": 190,  # Professional private app: 190 / 10 s ("API usage guidelines and limits")
@@ -359,6 +359,7 @@ class HubSpotSandbox:
                     problems.append(InputProblem("OBJECT_NOT_FOUND", "id", f"No contact with id {key}"))
                 else:
                     item.key = str(row["id"])
+                    self._check_email_free(item)
             self._check_rules(version, item, row)
             items.append(item)
         failed = [i for i in items if i.problems]
@@ -374,6 +375,14 @@ class HubSpotSandbox:
         body["numErrors"] = len(failed)
         body["errors"] = [_input_error(i) for i in failed]
         return Response(207, body)
+
+    def _check_email_free(self, item: WriteInput) -> None:
+        """An update may not give a contact the email of another one: emails identify contacts."""
+        email = item.properties.get("email")
+        other = self.store.find([email], by_email=True).get(email) if email else None
+        if other is not None and str(other["id"]) != item.key:
+            item.status, item.category = 409, "CONFLICT"
+            item.problems.append(InputProblem("CONFLICT", "email", f"A contact with this email already exists. Existing ID: {other['id']}"))
 
     def _check_rules(self, version: str, item: WriteInput, row: dict | None) -> None:
         """2026-09 enforces the account's validation rules on every CRM write (Developer Changelog, 2026-09)."""
@@ -443,6 +452,7 @@ class HubSpotSandbox:
             raise HubSpotError(404, "OBJECT_NOT_FOUND", f"No contact with {'email' if by_email else 'id'} {key}")
         values, problems = self.store.check_values(body.get("properties", {}))
         item = WriteInput(str(row["id"]), values, None, problems)
+        self._check_email_free(item)
         self._check_rules(version, item, row)
         _raise_problems(item.problems)
         return Response(200, self.store.update([item], float(self.setting("index_delay_seconds")))[0])
