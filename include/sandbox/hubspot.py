@@ -23,12 +23,13 @@ import time
 import traceback
 import uuid
 from collections import deque
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from sandbox import credentials
-from sandbox.common import Faults, HttpError, Request, Response, Router, SandboxServer, _RequestHandler, serve
+from sandbox.common import Faults, Request, Response, Router, SandboxServer, _RequestHandler, serve
 from sandbox.hubspot_store import (
     EMAIL,
     MAX_BATCH_INPUTS,
@@ -88,7 +89,7 @@ class Limiter:
     def reset(self) -> None:
         self.calls: deque[float] = deque()
         self.searches: deque[float] = deque()
-        self.day = datetime.now(timezone.utc).date()
+        self.day = datetime.now(UTC).date()
         self.daily = 0
 
     def admit(self, search: bool, settings: Callable[[str], Any], forced: bool) -> tuple[HubSpotError | None, dict]:
@@ -102,7 +103,7 @@ class Limiter:
         daily_limit, search_rate = int(settings("daily_limit")), int(settings("search_rate"))
         now = time.time()
         with self._lock:
-            today = datetime.now(timezone.utc).date()
+            today = datetime.now(UTC).date()
             if today != self.day:
                 self.day, self.daily = today, 0
             while self.calls and self.calls[0] <= now - interval:
@@ -121,21 +122,25 @@ class Limiter:
             if refusal is None:
                 (self.searches if search else self.calls).append(now)
                 self.daily += 1
-            headers = {} if search else {
-                "X-HubSpot-RateLimit-Max": str(limit),
-                "X-HubSpot-RateLimit-Remaining": str(max(limit - len(self.calls), 0)),
-                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(interval * 1000)),
-                "X-HubSpot-RateLimit-Daily": str(daily_limit),
-                "X-HubSpot-RateLimit-Daily-Remaining": str(max(daily_limit - self.daily, 0)),
-            }
+            headers = (
+                {}
+                if search
+                else {
+                    "X-HubSpot-RateLimit-Max": str(limit),
+                    "X-HubSpot-RateLimit-Remaining": str(max(limit - len(self.calls), 0)),
+                    "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(interval * 1000)),
+                    "X-HubSpot-RateLimit-Daily": str(daily_limit),
+                    "X-HubSpot-RateLimit-Daily-Remaining": str(max(daily_limit - self.daily, 0)),
+                }
+            )
         if refusal is None:
             return None, headers
         return RateLimited(*refusal), headers
 
     def usage(self, daily_limit: int) -> list[dict[str, Any]]:
         """GET /account-info/{v}/api-usage/daily/private-apps ("Get daily API usage for private apps")."""
-        now = datetime.now(timezone.utc)
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
         with self._lock:
             current = self.daily
         return [
@@ -270,7 +275,8 @@ class HubSpotSandbox:
                 401, "EXPIRED_AUTHENTICATION", f"The OAuth token used to make this call expired {ago} second(s) ago."
             )
         raise HubSpotError(
-            401, "INVALID_AUTHENTICATION",
+            401,
+            "INVALID_AUTHENTICATION",
             "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
             "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
         )
@@ -296,7 +302,12 @@ class HubSpotSandbox:
             self.tokens[access] = time.time() + float(ttl)
         return Response(
             200,
-            {"access_token": access, "refresh_token": credentials.HUBSPOT_REFRESH_TOKEN, "expires_in": int(ttl), "token_type": "bearer"},
+            {
+                "access_token": access,
+                "refresh_token": credentials.HUBSPOT_REFRESH_TOKEN,
+                "expires_in": int(ttl),
+                "token_type": "bearer",
+            },
         )
 
     # ---- properties --------------------------------------------------------------------------------------
@@ -369,7 +380,12 @@ class HubSpotSandbox:
         delay = float(self.setting("index_delay_seconds"))
         good = [i for i in items if not i.problems]
         results = (self.store.upsert if upsert else self.store.update)(good, delay) if good else []
-        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": iso(time.time())}
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": iso(time.time()),
+        }
         if not failed:
             return Response(200, body)
         body["numErrors"] = len(failed)
@@ -382,7 +398,11 @@ class HubSpotSandbox:
         other = self.store.find([email], by_email=True).get(email) if email else None
         if other is not None and str(other["id"]) != item.key:
             item.status, item.category = 409, "CONFLICT"
-            item.problems.append(InputProblem("CONFLICT", "email", f"A contact with this email already exists. Existing ID: {other['id']}"))
+            item.problems.append(
+                InputProblem(
+                    "CONFLICT", "email", f"A contact with this email already exists. Existing ID: {other['id']}"
+                )
+            )
 
     def _check_rules(self, version: str, item: WriteInput, row: dict | None) -> None:
         """2026-09 enforces the account's validation rules on every CRM write (Developer Changelog, 2026-09)."""
@@ -392,7 +412,9 @@ class HubSpotSandbox:
         for name in self.setting("validation_rules") or []:
             if item.properties.get(name, stored.get(name, "")) == "":
                 item.problems.append(
-                    InputProblem("VALIDATION_RULE", name, f'Property "{name}" is required by a validation rule of this account')
+                    InputProblem(
+                        "VALIDATION_RULE", name, f'Property "{name}" is required by a validation rule of this account'
+                    )
                 )
 
     def batch_read(self, request: Request, version: str) -> Response:
@@ -405,7 +427,12 @@ class HubSpotSandbox:
         found = self.store.find(keys, by_email=by_email)
         requested = body.get("properties") or None
         results = [public_contact(row, requested) for row in {r["id"]: r for r in found.values()}.values()]
-        answer: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": iso(time.time())}
+        answer: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": iso(time.time()),
+        }
         missing = [k for k in keys if k not in found]
         if not missing:
             return Response(200, answer)
@@ -499,7 +526,9 @@ def _reject_duplicates(keys: list[str]) -> None:
         seen.add(key)
     if duplicates:
         raise HubSpotError(
-            400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique"
+            400,
+            "VALIDATION_ERROR",
+            f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique",
         )
 
 
@@ -566,7 +595,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval-ms", type=int, default=DEFAULTS["interval_ms"], help="rolling window length")
     parser.add_argument("--daily-limit", type=int, default=DEFAULTS["daily_limit"])
     parser.add_argument("--search-rate", type=int, default=DEFAULTS["search_rate"], help="search calls per second")
-    parser.add_argument("--index-delay", type=float, default=DEFAULTS["index_delay_seconds"], help="seconds search lags writes")
+    parser.add_argument(
+        "--index-delay", type=float, default=DEFAULTS["index_delay_seconds"], help="seconds search lags writes"
+    )
     parser.add_argument("--token-ttl", type=int, default=1800, help="OAuth access token lifetime in seconds")
     parser.add_argument("--validation-rules", default="", help="comma-separated properties 2026-09 writes must set")
     parser.add_argument("--error-rate", type=float, default=0.0)

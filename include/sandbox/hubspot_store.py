@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from sandbox.common import StateDB
 
@@ -63,7 +64,9 @@ MAX_SEARCH_RESULTS = 10_000
 # "For contacts, a search will return createdate, email, firstname, hs_object_id, lastmodifieddate, and lastname"
 DEFAULT_READ_PROPERTIES = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
 READ_ONLY = frozenset({"hs_object_id", "lastmodifieddate"})
-SEARCH_OPERATORS = frozenset({"EQ", "NEQ", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY", "GT", "GTE", "LT", "LTE"})
+SEARCH_OPERATORS = frozenset(
+    {"EQ", "NEQ", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY", "GT", "GTE", "LT", "LTE"}
+)
 
 # Valid type ↔ fieldType pairs, "Property type and fieldType values" in the Properties API guide
 # (https://developers.hubspot.com/docs/api/crm/properties; enforced since the changelog "Announcing a change
@@ -86,7 +89,9 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 class HubSpotError(Exception):
     """A request-level failure, turned into HubSpot's error body by the HTTP layer."""
 
-    def __init__(self, status: int, category: str, message: str, errors: list | None = None, context: dict | None = None):
+    def __init__(
+        self, status: int, category: str, message: str, errors: list | None = None, context: dict | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.category = category
@@ -130,7 +135,7 @@ class WriteInput:
 
 
 def iso(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, timezone.utc)
+    dt = datetime.fromtimestamp(ts, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
@@ -163,16 +168,35 @@ def _default_properties() -> list[dict[str, Any]]:
         ("website", "Website URL", "text"),
         ("message", "Message", "textarea"),
     ]
-    props = [_property_body(name, label, "string", field_type, "contactinformation", [], True) for name, label, field_type in text]
-    stages = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist", "other"]
+    props = [
+        _property_body(name, label, "string", field_type, "contactinformation", [], True)
+        for name, label, field_type in text
+    ]
+    stages = [
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "other",
+    ]
     props.append(
         _property_body(
-            "lifecyclestage", "Lifecycle Stage", "enumeration", "radio", "contactinformation",
-            [_option(s.title(), s, i) for i, s in enumerate(stages)], True,
+            "lifecyclestage",
+            "Lifecycle Stage",
+            "enumeration",
+            "radio",
+            "contactinformation",
+            [_option(s.title(), s, i) for i, s in enumerate(stages)],
+            True,
         )
     )
     props.append(_property_body("createdate", "Create Date", "datetime", "date", "contactinformation", [], True))
-    props.append(_property_body("lastmodifieddate", "Last Modified Date", "datetime", "date", "contactinformation", [], True))
+    props.append(
+        _property_body("lastmodifieddate", "Last Modified Date", "datetime", "date", "contactinformation", [], True)
+    )
     props.append(_property_body("hs_object_id", "Record ID", "number", "number", "contactinformation", [], True))
     return props
 
@@ -261,7 +285,11 @@ class ContactStore:
     def create_group(self, body: dict[str, Any]) -> dict[str, Any]:
         name, label = body.get("name"), body.get("label")
         if not isinstance(name, str) or not PROPERTY_NAME.match(name) or not label:
-            raise HubSpotError(400, "VALIDATION_ERROR", "A property group needs a name (lowercase letters, digits, underscores) and a label")
+            raise HubSpotError(
+                400,
+                "VALIDATION_ERROR",
+                "A property group needs a name (lowercase letters, digits, underscores) and a label",
+            )
         group = _group_body(name, label, int(body.get("displayOrder", -1)))
         with self.db as conn:
             if conn.execute("SELECT 1 FROM property_groups WHERE name = ?", (name,)).fetchone():
@@ -275,7 +303,9 @@ class ContactStore:
     def get_property(self, name: str) -> dict[str, Any]:
         prop = self._properties.get(name)
         if prop is None:
-            raise HubSpotError(404, "OBJECT_NOT_FOUND", f"Unable to find property with name {name!r} for object type 0-1")
+            raise HubSpotError(
+                404, "OBJECT_NOT_FOUND", f"Unable to find property with name {name!r} for object type 0-1"
+            )
         return prop
 
     def create_property(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -286,12 +316,23 @@ class ContactStore:
         name = body["name"]
         if not isinstance(name, str) or not PROPERTY_NAME.match(name):
             raise HubSpotError(
-                400, "VALIDATION_ERROR",
+                400,
+                "VALIDATION_ERROR",
                 f"Property name {name!r} is invalid: use lowercase letters, digits and underscores, starting with a letter",
             )
         prop = _property_body(
-            name, body["label"], body["type"], body["fieldType"], body["groupName"], body.get("options") or [], False,
-            **{k: body[k] for k in ("description", "displayOrder", "hidden", "formField", "hasUniqueValue") if k in body},
+            name,
+            body["label"],
+            body["type"],
+            body["fieldType"],
+            body["groupName"],
+            body.get("options") or [],
+            False,
+            **{
+                k: body[k]
+                for k in ("description", "displayOrder", "hidden", "formField", "hasUniqueValue")
+                if k in body
+            },
         )
         self._check_definition(prop)
         with self.db as conn:
@@ -304,7 +345,17 @@ class ContactStore:
     def update_property(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """PATCH /crm/properties/{v}/contacts/{name}: changes label, options, group, ...; never name or type."""
         prop = dict(self.get_property(name))
-        for key in ("label", "description", "groupName", "fieldType", "type", "options", "displayOrder", "hidden", "formField"):
+        for key in (
+            "label",
+            "description",
+            "groupName",
+            "fieldType",
+            "type",
+            "options",
+            "displayOrder",
+            "hidden",
+            "formField",
+        ):
             if key in body:
                 prop[key] = body[key]
         prop["updatedAt"] = iso(time.time())
@@ -317,10 +368,13 @@ class ContactStore:
     def _check_definition(self, prop: dict[str, Any]) -> None:
         allowed = FIELD_TYPES.get(prop["type"])
         if allowed is None:
-            raise HubSpotError(400, "VALIDATION_ERROR", f"Unknown property type {prop['type']!r}; one of {sorted(FIELD_TYPES)}")
+            raise HubSpotError(
+                400, "VALIDATION_ERROR", f"Unknown property type {prop['type']!r}; one of {sorted(FIELD_TYPES)}"
+            )
         if prop["fieldType"] not in allowed:
             raise HubSpotError(
-                400, "VALIDATION_ERROR",
+                400,
+                "VALIDATION_ERROR",
                 f"fieldType {prop['fieldType']!r} is not valid for type {prop['type']!r}; one of {sorted(allowed)}",
             )
         options = prop["options"]
@@ -329,13 +383,20 @@ class ContactStore:
                 raise HubSpotError(400, "VALIDATION_ERROR", f"Enumeration property {prop['name']!r} needs options")
             for option in options:
                 if not isinstance(option, dict) or not option.get("label") or option.get("value") in (None, ""):
-                    raise HubSpotError(400, "VALIDATION_ERROR", f"Every option of {prop['name']!r} needs a label and a value")
+                    raise HubSpotError(
+                        400, "VALIDATION_ERROR", f"Every option of {prop['name']!r} needs a label and a value"
+                    )
             values = [str(o["value"]) for o in options]
             if len(set(values)) != len(values):
                 raise HubSpotError(400, "VALIDATION_ERROR", f"Options of {prop['name']!r} repeat a value")
             prop["options"] = [
-                {"label": o["label"], "value": str(o["value"]), "displayOrder": int(o.get("displayOrder", i)),
-                 "hidden": bool(o.get("hidden", False)), "description": o.get("description", "")}
+                {
+                    "label": o["label"],
+                    "value": str(o["value"]),
+                    "displayOrder": int(o.get("displayOrder", i)),
+                    "hidden": bool(o.get("hidden", False)),
+                    "description": o.get("description", ""),
+                }
                 for i, o in enumerate(options)
             ]
         if not self.db.query("SELECT 1 FROM property_groups WHERE name = ?", (prop["groupName"],)):
@@ -356,7 +417,9 @@ class ContactStore:
                 problems.append(InputProblem("PROPERTY_DOESNT_EXIST", name, f'Property "{name}" does not exist'))
                 continue
             if name in READ_ONLY:
-                problems.append(InputProblem("READ_ONLY_VALUE", name, f'"{name}" is a read only property; its value cannot be set.'))
+                problems.append(
+                    InputProblem("READ_ONLY_VALUE", name, f'"{name}" is a read only property; its value cannot be set.')
+                )
                 continue
             problem = self._check_value(prop, value)
             if problem:
@@ -372,8 +435,9 @@ class ContactStore:
             return None  # an empty string clears the value
         if len(value) > MAX_VALUE_LENGTH:
             return InputProblem(
-                "INVALID_LONG_STRING", name,
-                f"Property \"{name}\" value is {len(value)} characters long; the maximum is {MAX_VALUE_LENGTH}",
+                "INVALID_LONG_STRING",
+                name,
+                f'Property "{name}" value is {len(value)} characters long; the maximum is {MAX_VALUE_LENGTH}',
             )
         if name == "email" and not EMAIL.match(value):
             return InputProblem("INVALID_EMAIL", name, f"Email address {value} is invalid")
@@ -386,7 +450,9 @@ class ContactStore:
                     "INVALID_OPTION", name, f"{bad[0]} was not one of the allowed options: {sorted(allowed)}"
                 )
         if prop["type"] == "bool" and value not in ("true", "false"):
-            return InputProblem("INVALID_BOOLEAN", name, f"{value} is not a valid boolean for {name}: use true or false")
+            return InputProblem(
+                "INVALID_BOOLEAN", name, f"{value} is not a valid boolean for {name}: use true or false"
+            )
         if prop["type"] == "number":
             try:
                 float(value)
@@ -455,7 +521,8 @@ class ContactStore:
             rows,
         )
         conn.executemany(
-            "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", queue
+            "INSERT INTO index_queue (contact_id, due, properties, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            queue,
         )
         return results
 
@@ -474,9 +541,7 @@ class ContactStore:
             column, wanted = "id", [int(k) for k in keys if k.isdigit()]
             if not wanted:
                 return {}
-        rows = self.db.query(
-            f"SELECT * FROM contacts WHERE {column} IN ({','.join('?' * len(wanted))})", wanted
-        )
+        rows = self.db.query(f"SELECT * FROM contacts WHERE {column} IN ({','.join('?' * len(wanted))})", wanted)
         found = {str(r[column]): dict(r) for r in rows}
         return {k: found[k.lower() if by_email else k] for k in keys if (k.lower() if by_email else k) in found}
 
@@ -488,7 +553,12 @@ class ContactStore:
 
     def all_contacts(self) -> list[dict[str, Any]]:
         return [
-            {"id": str(r["id"]), "properties": json.loads(r["properties"]), "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
+            {
+                "id": str(r["id"]),
+                "properties": json.loads(r["properties"]),
+                "createdAt": r["created_at"],
+                "updatedAt": r["updated_at"],
+            }
             for r in self.db.query("SELECT * FROM contacts ORDER BY id")
         ]
 
@@ -497,7 +567,8 @@ class ContactStore:
     def _apply_index(self, conn, now: float) -> None:
         """Move writes whose indexing delay has passed into the search tables (latest write per contact wins)."""
         due = conn.execute(
-            "SELECT seq, contact_id, properties, created_at, updated_at FROM index_queue WHERE due <= ? ORDER BY seq", (now,)
+            "SELECT seq, contact_id, properties, created_at, updated_at FROM index_queue WHERE due <= ? ORDER BY seq",
+            (now,),
         ).fetchall()
         if not due:
             return
@@ -523,7 +594,8 @@ class ContactStore:
             raise HubSpotError(400, "VALIDATION_ERROR", f"limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}")
         if after < 0 or after + limit > MAX_SEARCH_RESULTS:
             raise HubSpotError(
-                400, "VALIDATION_ERROR",
+                400,
+                "VALIDATION_ERROR",
                 f"Paging beyond {MAX_SEARCH_RESULTS} results is not allowed (after={after}, limit={limit})",
             )
         set_sql, args = self._filter_set(body.get("filterGroups") or [])
@@ -542,7 +614,9 @@ class ContactStore:
             marks = ",".join("?" * len(ids))
             docs = {r[0]: r for r in conn.execute(f"SELECT * FROM search_docs WHERE contact_id IN ({marks})", ids)}
             values: dict[int, dict[str, str]] = {i: {} for i in ids}
-            for r in conn.execute(f"SELECT contact_id, name, value FROM search_values WHERE contact_id IN ({marks})", ids):
+            for r in conn.execute(
+                f"SELECT contact_id, name, value FROM search_values WHERE contact_id IN ({marks})", ids
+            ):
                 values[r[0]][r[1]] = r[2]
         results = [
             {
@@ -565,16 +639,22 @@ class ContactStore:
         if not isinstance(groups, list):
             raise HubSpotError(400, "VALIDATION_ERROR", "filterGroups must be a list")
         if len(groups) > MAX_FILTER_GROUPS:
-            raise HubSpotError(400, "VALIDATION_ERROR", f"Too many filter groups: {len(groups)} (maximum {MAX_FILTER_GROUPS})")
+            raise HubSpotError(
+                400, "VALIDATION_ERROR", f"Too many filter groups: {len(groups)} (maximum {MAX_FILTER_GROUPS})"
+            )
         total = sum(len(g.get("filters") or []) for g in groups)
         if total > MAX_FILTERS_TOTAL:
-            raise HubSpotError(400, "VALIDATION_ERROR", f"Too many filters: {total} (maximum {MAX_FILTERS_TOTAL} in total)")
+            raise HubSpotError(
+                400, "VALIDATION_ERROR", f"Too many filters: {total} (maximum {MAX_FILTERS_TOTAL} in total)"
+            )
         group_sqls, args = [], []
         for group in groups:
             filters = group.get("filters") or []
             if len(filters) > MAX_FILTERS_PER_GROUP:
                 raise HubSpotError(
-                    400, "VALIDATION_ERROR", f"Too many filters in a group: {len(filters)} (maximum {MAX_FILTERS_PER_GROUP})"
+                    400,
+                    "VALIDATION_ERROR",
+                    f"Too many filters in a group: {len(filters)} (maximum {MAX_FILTERS_PER_GROUP})",
                 )
             parts = []
             for f in filters:
@@ -623,17 +703,17 @@ class ContactStore:
             return "ORDER BY s.contact_id", []
         sort = sorts[0]
         if isinstance(sort, str):  # the legacy form "propertyName" / "-propertyName"
-            sort = {"propertyName": sort.lstrip("-"), "direction": "DESCENDING" if sort.startswith("-") else "ASCENDING"}
+            sort = {
+                "propertyName": sort.lstrip("-"),
+                "direction": "DESCENDING" if sort.startswith("-") else "ASCENDING",
+            }
         name = sort.get("propertyName")
         if name not in self._properties:
             raise HubSpotError(400, "VALIDATION_ERROR", f"Unknown sort property {name!r}")
         direction = "DESC" if sort.get("direction") == "DESCENDING" else "ASC"
         key = "CAST(v.value AS REAL)" if self._properties[name]["type"] == "number" else "v.value"
-        return (
-            "LEFT JOIN search_values v ON v.contact_id = s.contact_id AND v.name = ? "
-            f"ORDER BY v.value IS NULL, {key} {direction}, s.contact_id",
-            [name],
-        )
+        join = "LEFT JOIN search_values v ON v.contact_id = s.contact_id AND v.name = ?"
+        return f"{join} ORDER BY v.value IS NULL, {key} {direction}, s.contact_id", [name]
 
 
 @dataclass

@@ -283,9 +283,17 @@ def test_invalid_property_definitions_are_400(api, overrides):
 
 @pytest.mark.parametrize(
     ("type_", "field_type"),
-    [("string", "text"), ("string", "textarea"), ("number", "number"), ("bool", "booleancheckbox"),
-     ("date", "date"), ("datetime", "date"), ("enumeration", "select"), ("enumeration", "radio"),
-     ("enumeration", "checkbox")],
+    [
+        ("string", "text"),
+        ("string", "textarea"),
+        ("number", "number"),
+        ("bool", "booleancheckbox"),
+        ("date", "date"),
+        ("datetime", "date"),
+        ("enumeration", "select"),
+        ("enumeration", "radio"),
+        ("enumeration", "checkbox"),
+    ],
 )
 def test_valid_type_field_type_pairs_are_accepted(api, type_, field_type):
     response = api("POST", properties("v3"), json=enum_property(type=type_, fieldType=field_type))
@@ -436,14 +444,28 @@ def test_2026_09_enforces_validation_rules_on_writes(hs, api):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_batch_read_by_email_and_id_with_missing_ids_as_207(api, version):
-    ids = [r["id"] for r in api.upsert(version, [upsert_input(f"r{i}@example.com", lastname=f"L{i}") for i in range(3)]).json()["results"]]
+    ids = [
+        r["id"]
+        for r in api.upsert(version, [upsert_input(f"r{i}@example.com", lastname=f"L{i}") for i in range(3)]).json()[
+            "results"
+        ]
+    ]
     by_email = api(
-        "POST", objects(version) + "/batch/read",
-        json={"idProperty": "email", "inputs": [{"id": "R0@example.com"}, {"id": "r2@example.com"}], "properties": ["lastname"]},
+        "POST",
+        objects(version) + "/batch/read",
+        json={
+            "idProperty": "email",
+            "inputs": [{"id": "R0@example.com"}, {"id": "r2@example.com"}],
+            "properties": ["lastname"],
+        },
     )
     assert by_email.status_code == 200
     assert sorted(r["properties"]["lastname"] for r in by_email.json()["results"]) == ["L0", "L2"]
-    by_id = api("POST", objects(version) + "/batch/read", json={"inputs": [{"id": ids[1]}, {"id": "999"}], "properties": ["email"]})
+    by_id = api(
+        "POST",
+        objects(version) + "/batch/read",
+        json={"inputs": [{"id": ids[1]}, {"id": "999"}], "properties": ["email"]},
+    )
     assert by_id.status_code == 207
     body = by_id.json()
     assert [r["properties"]["email"] for r in body["results"]] == ["r1@example.com"]
@@ -453,10 +475,16 @@ def test_batch_read_by_email_and_id_with_missing_ids_as_207(api, version):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_batch_update_by_id(hs, api, version):
     [created] = api.upsert(version, [upsert_input("u@example.com", lastname="Old")]).json()["results"]
-    response = api("POST", objects(version) + "/batch/update", json={"inputs": [{"id": created["id"], "properties": {"lastname": "New"}}]})
+    response = api(
+        "POST",
+        objects(version) + "/batch/update",
+        json={"inputs": [{"id": created["id"], "properties": {"lastname": "New"}}]},
+    )
     assert response.status_code == 200, response.text
     assert contacts(hs)[0]["properties"]["lastname"] == "New"
-    missing = api("POST", objects(version) + "/batch/update", json={"inputs": [{"id": "424242", "properties": {"lastname": "x"}}]})
+    missing = api(
+        "POST", objects(version) + "/batch/update", json={"inputs": [{"id": "424242", "properties": {"lastname": "x"}}]}
+    )
     assert_error_body(missing, 404, "OBJECT_NOT_FOUND")
     [other] = api.upsert(version, [upsert_input("other@example.com", lastname="O")]).json()["results"]
     taken = {"inputs": [{"id": other["id"], "properties": {"email": "U@example.com"}}]}
@@ -487,11 +515,19 @@ def test_get_by_id_and_by_email(api, version):
     [created] = api.upsert(version, [upsert_input("get.me@example.com", firstname="G", lastname="M")]).json()["results"]
     by_id = api("GET", objects(version) + f"/{created['id']}").json()
     assert by_id["properties"]["firstname"] == "G" and by_id["properties"]["email"] == "get.me@example.com"
-    by_email = api("GET", objects(version) + "/GET.ME%40example.com", params={"idProperty": "email", "properties": "lastname"})
+    by_email = api(
+        "GET", objects(version) + "/GET.ME%40example.com", params={"idProperty": "email", "properties": "lastname"}
+    )
     assert by_email.status_code == 200 and by_email.json() | {"updatedAt": None} == {
-        "id": created["id"], "properties": {"lastname": "M"}, "createdAt": created["createdAt"], "updatedAt": None, "archived": False,
+        "id": created["id"],
+        "properties": {"lastname": "M"},
+        "createdAt": created["createdAt"],
+        "updatedAt": None,
+        "archived": False,
     }
-    assert_error_body(api("GET", objects(version) + "/nobody@example.com", params={"idProperty": "email"}), 404, "OBJECT_NOT_FOUND")
+    assert_error_body(
+        api("GET", objects(version) + "/nobody@example.com", params={"idProperty": "email"}), 404, "OBJECT_NOT_FOUND"
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -536,7 +572,10 @@ def one_filter(**f) -> dict:
         ({"propertyName": "email", "operator": "EQ", "value": "B@EXAMPLE.COM"}, ["b@example.com"]),
         ({"propertyName": "lifecyclestage", "operator": "NEQ", "value": "lead"}, ["b@example.com", "c@example.com"]),
         ({"propertyName": "firstname", "operator": "IN", "values": ["ann", "cid"]}, ["a@example.com", "c@example.com"]),
-        ({"propertyName": "firstname", "operator": "HAS_PROPERTY"}, ["a@example.com", "b@example.com", "c@example.com"]),
+        (
+            {"propertyName": "firstname", "operator": "HAS_PROPERTY"},
+            ["a@example.com", "b@example.com", "c@example.com"],
+        ),
         ({"propertyName": "firstname", "operator": "NOT_HAS_PROPERTY"}, ["d@example.com"]),
         ({"propertyName": "score", "operator": "GT", "value": "4"}, ["b@example.com", "c@example.com"]),
         ({"propertyName": "score", "operator": "LTE", "value": "5"}, ["a@example.com", "b@example.com"]),
@@ -553,8 +592,12 @@ def test_search_groups_or_and_filters_and(api):
     seed_for_search(api, "2026-03")
     body = {
         "filterGroups": [
-            {"filters": [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
-                         {"propertyName": "firstname", "operator": "HAS_PROPERTY"}]},
+            {
+                "filters": [
+                    {"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
+                    {"propertyName": "firstname", "operator": "HAS_PROPERTY"},
+                ]
+            },
             {"filters": [{"propertyName": "firstname", "operator": "EQ", "value": "Cid"}]},
         ],
         "properties": ["email"],
@@ -564,8 +607,17 @@ def test_search_groups_or_and_filters_and(api):
 
 def test_search_returns_default_properties_with_nulls(api):
     seed_for_search(api, "v3")
-    [result] = api.search("v3", one_filter(propertyName="firstname", operator="EQ", value="Cid") | {"properties": []}).json()["results"]
-    assert set(result["properties"]) == {"createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"}
+    [result] = api.search(
+        "v3", one_filter(propertyName="firstname", operator="EQ", value="Cid") | {"properties": []}
+    ).json()["results"]
+    assert set(result["properties"]) == {
+        "createdate",
+        "email",
+        "firstname",
+        "hs_object_id",
+        "lastmodifieddate",
+        "lastname",
+    }
     assert result["properties"]["lastname"] is None and result["id"] == result["properties"]["hs_object_id"]
 
 
@@ -655,7 +707,9 @@ def test_state_survives_restart_and_reset_flag_and_command_clear_it(tmp_path):
     with sqlite3.connect(third.db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 1
     env = {"PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
-    subprocess.run([sys.executable, "-m", "sandbox.hubspot", "reset", "--db", str(third.db)], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "sandbox.hubspot", "reset", "--db", str(third.db)], cwd=ROOT, env=env, check=True
+    )
     with sqlite3.connect(third.db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
 
@@ -664,7 +718,9 @@ def test_batch_upsert_of_100_is_fast(hs, api):
     """The benchmark pushes 50,000 contacts at up to 1,000 requests / 10 s: a batch must cost milliseconds."""
     durations = []
     for batch in range(10):
-        inputs = [upsert_input(f"perf{batch}-{i}@example.com", firstname="P", lastname="Q", city="X") for i in range(100)]
+        inputs = [
+            upsert_input(f"perf{batch}-{i}@example.com", firstname="P", lastname="Q", city="X") for i in range(100)
+        ]
         started = time.perf_counter()
         assert api.upsert("2026-03", inputs).status_code == 200
         durations.append(time.perf_counter() - started)

@@ -48,17 +48,27 @@ def test_hubspot_api_client_v3(url):
     created = props.core_api.create(
         "contacts",
         PropertyCreate(
-            name="aep_vip", label="AEP VIP", type="enumeration", field_type="booleancheckbox", group_name="aep_audiences",
-            options=[OptionInput(label="Yes", value="true", display_order=0, hidden=False),
-                     OptionInput(label="No", value="false", display_order=1, hidden=False)],
+            name="aep_vip",
+            label="AEP VIP",
+            type="enumeration",
+            field_type="booleancheckbox",
+            group_name="aep_audiences",
+            options=[
+                OptionInput(label="Yes", value="true", display_order=0, hidden=False),
+                OptionInput(label="No", value="false", display_order=1, hidden=False),
+            ],
         ),
     )
     assert created.name == "aep_vip" and created.type == "enumeration"
     with pytest.raises(ApiException) as conflict:
-        props.core_api.create("contacts", PropertyCreate(name="aep_vip", label="x", type="string", field_type="text", group_name="aep_audiences"))
+        props.core_api.create(
+            "contacts",
+            PropertyCreate(name="aep_vip", label="x", type="string", field_type="text", group_name="aep_audiences"),
+        )
     assert conflict.value.status == 409
     patched = props.core_api.update(
-        "contacts", "aep_vip",
+        "contacts",
+        "aep_vip",
         PropertyUpdate(options=[OptionInput(label="Yes", value="true", display_order=0, hidden=False)]),
     )
     assert [o.value for o in patched.options] == ["true"]
@@ -69,7 +79,9 @@ def test_hubspot_api_client_v3(url):
     upserted = contacts.batch_api.upsert(
         BatchInputSimplePublicObjectBatchInputUpsert(
             inputs=[
-                SimplePublicObjectBatchInputUpsert(id_property="email", id=email, properties={"lastname": name, "aep_vip": "true"})
+                SimplePublicObjectBatchInputUpsert(
+                    id_property="email", id=email, properties={"lastname": name, "aep_vip": "true"}
+                )
                 for email, name in PEOPLE.items()
             ]
         )
@@ -78,7 +90,10 @@ def test_hubspot_api_client_v3(url):
 
     read = contacts.batch_api.read(
         BatchReadInputSimplePublicObjectId(
-            id_property="email", inputs=[SimplePublicObjectId(id="ada@example.com")], properties=["lastname"], properties_with_history=[]
+            id_property="email",
+            inputs=[SimplePublicObjectId(id="ada@example.com")],
+            properties=["lastname"],
+            properties_with_history=[],
         )
     )
     assert [r.properties["lastname"] for r in read.results] == ["Lovelace"]
@@ -94,7 +109,8 @@ def test_hubspot_api_client_v3(url):
     found = contacts.search_api.do_search(
         PublicObjectSearchRequest(
             filter_groups=[FilterGroup(filters=[Filter(property_name="aep_vip", operator="EQ", value="true")])],
-            properties=["email", "lastname"], limit=2,
+            properties=["email", "lastname"],
+            limit=2,
         )
     )
     assert found.total == 3 and len(found.results) == 2 and found.paging.next.after == "2"
@@ -111,10 +127,16 @@ def test_hubspot_sdk_2026_03(url, monkeypatch):
     assert group.name == "aep_audiences"
     assert "aep_audiences" in {g.name for g in props.groups.list("contacts").results}
     created = props.create(
-        "contacts", name="aep_vip", label="AEP VIP", type="enumeration", field_type="booleancheckbox",
+        "contacts",
+        name="aep_vip",
+        label="AEP VIP",
+        type="enumeration",
+        field_type="booleancheckbox",
         group_name="aep_audiences",
-        options=[{"label": "Yes", "value": "true", "display_order": 0, "hidden": False},
-                 {"label": "No", "value": "false", "display_order": 1, "hidden": False}],
+        options=[
+            {"label": "Yes", "value": "true", "display_order": 0, "hidden": False},
+            {"label": "No", "value": "false", "display_order": 1, "hidden": False},
+        ],
     )
     assert created.name == "aep_vip"
     patched = props.update("aep_vip", object_type="contacts", label="AEP VIP audience")
@@ -126,12 +148,17 @@ def test_hubspot_sdk_2026_03(url, monkeypatch):
 
     contacts = client.crm.objects.contacts
     upserted = contacts.batch.upsert(
-        inputs=[{"id_property": "email", "id": email, "properties": {"lastname": name, "aep_vip": "true"}} for email, name in PEOPLE.items()]
+        inputs=[
+            {"id_property": "email", "id": email, "properties": {"lastname": name, "aep_vip": "true"}}
+            for email, name in PEOPLE.items()
+        ]
     )
     assert upserted.status == "COMPLETE" and sorted(r.properties["email"] for r in upserted.results) == sorted(
         e.lower() for e in PEOPLE
     )
-    again = contacts.batch.upsert(inputs=[{"id_property": "email", "id": "ada@example.com", "properties": {"firstname": "Ada"}}])
+    again = contacts.batch.upsert(
+        inputs=[{"id_property": "email", "id": "ada@example.com", "properties": {"firstname": "Ada"}}]
+    )
     assert again.results[0].new is False
 
     read = contacts.batch.get(
@@ -141,7 +168,9 @@ def test_hubspot_sdk_2026_03(url, monkeypatch):
 
     pages = contacts.list(limit=2, properties=["email"])
     assert len(pages.results) == 2 and pages.has_next_page()
-    assert sorted(c.properties["email"] for c in pages.iter_pages() for c in c.results) == sorted(e.lower() for e in PEOPLE)
+    assert sorted(c.properties["email"] for c in pages.iter_pages() for c in c.results) == sorted(
+        e.lower() for e in PEOPLE
+    )
 
     by_email = contacts.get("ADA@example.com", id_property="email", properties=["firstname", "lastname"])
     assert (by_email.properties["firstname"], by_email.properties["lastname"]) == ("Ada", "Lovelace")
@@ -149,6 +178,11 @@ def test_hubspot_sdk_2026_03(url, monkeypatch):
     found = contacts.search(
         after="",
         filter_groups=[{"filters": [{"property_name": "lastname", "operator": "IN", "values": ["hopper", "turing"]}]}],
-        limit=10, properties=["email"], sorts=["email"],
+        limit=10,
+        properties=["email"],
+        sorts=["email"],
     )
-    assert found.total == 2 and [r.properties["email"] for r in found.results] == ["alan@example.com", "grace@example.com"]
+    assert found.total == 2 and [r.properties["email"] for r in found.results] == [
+        "alan@example.com",
+        "grace@example.com",
+    ]
