@@ -478,3 +478,21 @@ def test_seed_after_start_and_cli_reset(aep_sandbox):
     assert reset.returncode == 0, reset.stderr
     assert platform.call("GET", f"{UPS}/audiences").json()["children"] == []
     assert platform.call("GET", f"{UPS}/export/jobs/{job['id']}").status_code == 404
+
+
+@pytest.mark.slow
+def test_million_profile_export_is_quick(tmp_path):
+    seed_population(tmp_path / "aep.sqlite3", None, 1_000_000, 3, seed=42, dirty_rate=0.01)
+    server = start_sandbox("aep", tmp_path, "--job-seconds", "0")
+    try:
+        platform = Platform(server.url)
+        audience_ids = [a["id"] for a in platform.call("GET", f"{UPS}/audiences").json()["children"]]
+        started = time.monotonic()
+        created = platform.call("POST", f"{UPS}/export/jobs", json=export_body(audience_ids))
+        job, _ = wait_for_job(platform, created.json()["id"], timeout=120)
+        elapsed = time.monotonic() - started
+        rows = sum(t.num_rows for t in download_batch(platform, job["destination"]["batchId"]))
+    finally:
+        server.stop()
+    assert job["status"] == "SUCCEEDED" and rows == job["metrics"]["totalExportedProfileCounter"] > 500_000
+    assert elapsed < 30, f"exporting took {elapsed:.1f} s"

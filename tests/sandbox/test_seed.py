@@ -180,15 +180,12 @@ def test_cli_seed_mutate_and_files(tmp_path):
     env = {"PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
     db = str(tmp_path / "aep.sqlite3")
 
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "sandbox.seed", *args]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
     def run(*args: str) -> dict:
-        done = subprocess.run(  # noqa: PLW1510 - the return code is asserted
-            [sys.executable, "-m", "sandbox.seed", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = cli(*args)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -210,14 +207,7 @@ def test_cli_seed_mutate_and_files(tmp_path):
         seeded["audiences"][0]["id"],
     )
     assert len(files["files"]) == 1 and files["files"][0].endswith(".csv")
-    bad = subprocess.run(  # noqa: PLW1510 - the return code is asserted
-        [sys.executable, "-m", "sandbox.seed", "--db", db, "--dirty-rate", "0.5"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = cli("--db", db, "--dirty-rate", "0.5")
     assert bad.returncode == 2 and "dirty_rate" in bad.stderr
 
 
