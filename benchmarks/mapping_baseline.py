@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,10 +56,10 @@ def _text(value) -> str | None:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         text = str(int(moment.timestamp() * 1000))
     elif isinstance(value, date):
-        text = str(int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp() * 1000))
+        text = str(int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000))
     else:
         text = str(value)
     text = text.strip()
@@ -187,15 +187,23 @@ def map_export_baseline(
             else:
                 field_name, category, reason = problem
                 categories[category] += 1
-                record = {"stage": "map", "record_id": row.get("_id"), "email": email or raw, "field": field_name,
-                          "category": category, "reason": reason}
+                record = {
+                    "stage": "map",
+                    "record_id": row.get("_id"),
+                    "email": email or raw,
+                    "field": field_name,
+                    "category": category,
+                    "reason": reason,
+                }
                 rejected_rows.append(record)
             if len(mapped_rows) >= chunk_rows:
                 chunks.add(pa.Table.from_pylist(mapped_rows, schema=chunks.schema))
                 mapped_rows = []
         chunks.add(pa.Table.from_pylist(mapped_rows, schema=chunks.schema))
         rejects.write(pa.Table.from_pylist(rejected_rows, schema=REJECT_SCHEMA))
-    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, categories))
+    return MapResult(
+        mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, categories)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,7 +80,9 @@ def _read_previous(path: str | None, audience_properties: list[str]) -> pa.Table
         return schema.empty_table()
     table = pq.read_table(path)
     columns = [
-        table.column(n).cast(schema.field(n).type) if n in table.column_names else pa.nulls(table.num_rows, schema.field(n).type)
+        table.column(n).cast(schema.field(n).type)
+        if n in table.column_names
+        else pa.nulls(table.num_rows, schema.field(n).type)
         for n in schema.names
     ]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -108,8 +110,13 @@ def _current(mapped_paths: list[str], audience_properties: list[str]) -> tuple[p
             )
         )
     empty = pa.schema(
-        [("email", pa.string()), ("cur_hash", pa.uint64()), *[(f"cur:{p}", pa.string()) for p in audience_properties],
-         ("chunk", pa.int64()), ("row", pa.int64())]
+        [
+            ("email", pa.string()),
+            ("cur_hash", pa.uint64()),
+            *[(f"cur:{p}", pa.string()) for p in audience_properties],
+            ("chunk", pa.int64()),
+            ("row", pa.int64()),
+        ]
     )
     return (pa.concat_tables(pieces).cast(empty) if pieces else empty.empty_table()), schema
 
@@ -139,9 +146,19 @@ def plan(
 
     in_cur = joined.column("chunk").is_valid().to_numpy(zero_copy_only=False)
     in_prev = joined.column("prev_hash").is_valid().to_numpy(zero_copy_only=False)
-    held = ~in_cur & in_prev & pc.is_in(joined.column("email"), pa.array(list(hold_emails), pa.string())).to_numpy(zero_copy_only=False)
-    hash_changed = in_cur & in_prev & (
-        pc.fill_null(pc.not_equal(joined.column("cur_hash"), joined.column("prev_hash")), True).to_numpy(zero_copy_only=False)
+    held = (
+        ~in_cur
+        & in_prev
+        & pc.is_in(joined.column("email"), pa.array(list(hold_emails), pa.string())).to_numpy(zero_copy_only=False)
+    )
+    hash_changed = (
+        in_cur
+        & in_prev
+        & (
+            pc.fill_null(pc.not_equal(joined.column("cur_hash"), joined.column("prev_hash")), True).to_numpy(
+                zero_copy_only=False
+            )
+        )
     )
     effective, any_exit, other_status_change = {}, np.zeros(joined.num_rows, bool), np.zeros(joined.num_rows, bool)
     for prop in audience_properties:
@@ -169,7 +186,7 @@ def plan(
     send_paths = writer.close()
 
     next_path = os.path.join(out_dir, "next-snapshot.parquet")
-    keep = in_cur | held | exited | (absent & _any_status(effective, audience_properties))
+    keep = in_cur | held | exited | (absent & _any_status(effective, audience_properties, joined.num_rows))
     snapshot = pa.table(
         {
             "email": joined.column("email"),
@@ -198,9 +215,11 @@ def plan(
     )
 
 
-def _any_status(effective: dict[str, np.ndarray], audience_properties: list[str]) -> np.ndarray:
-    flags = [pd.notna(effective[p]) for p in audience_properties]
-    return np.logical_or.reduce(flags) if flags else np.zeros(0, dtype=bool)
+def _any_status(effective: dict[str, np.ndarray], audience_properties: list[str], rows: int) -> np.ndarray:
+    any_status = np.zeros(rows, dtype=bool)
+    for prop in audience_properties:
+        any_status |= pd.notna(effective[prop])
+    return any_status
 
 
 def _write_send(
@@ -224,7 +243,7 @@ def _write_send(
             if name in effective:
                 values = effective[name][positions]
                 labels, counts = np.unique(values[pd.notna(values)].astype(str), return_counts=True)
-                sent[name].update(dict(zip(labels.tolist(), counts.tolist())))
+                sent[name].update(dict(zip(labels.tolist(), counts.tolist(), strict=True)))
                 columns[name] = pa.array(values, pa.string())
             elif name in body.column_names:
                 columns[name] = body.column(name)
@@ -238,7 +257,10 @@ def rejected_emails(rejects_path: str, exclude_categories=("DUPLICATE_EMAIL",)) 
     """Emails of a rejects file (any stage), minus categories whose email still goes out via another
     record (a duplicate's winner)."""
     table = pq.read_table(rejects_path, columns=["email", "category"])
-    keep = pc.and_(pc.is_valid(table.column("email")), pc.invert(pc.is_in(table.column("category"), pa.array(list(exclude_categories), pa.string()))))
+    keep = pc.and_(
+        pc.is_valid(table.column("email")),
+        pc.invert(pc.is_in(table.column("category"), pa.array(list(exclude_categories), pa.string()))),
+    )
     return pc.unique(table.column("email").filter(keep)).to_pylist()
 
 

@@ -153,8 +153,9 @@ def load_mapping(path: str | os.PathLike, blocked_fields: tuple[str, ...] | list
 def _unknown_keys(node: dict, allowed: set[str], where: str, name: str) -> None:
     unknown = sorted(set(map(str, node)) - allowed)
     if unknown:
+        allowed_keys = ", ".join(sorted(allowed))
         raise MappingError(
-            f"mapping file {name}: unknown key(s) {', '.join(unknown)} in {where} (allowed: {', '.join(sorted(allowed))})"
+            f"mapping file {name}: unknown key(s) {', '.join(unknown)} in {where} (allowed: {allowed_keys})"
         )
 
 
@@ -238,10 +239,11 @@ def _check_schema(schema: pa.Schema, mapping: Mapping, part: str) -> list[str]:
     """Top-level columns to read; a required row none of whose sources exist is an error naming them."""
     if schema.get_field_index(ID_COLUMN) < 0:
         raise MappingError(f"export part {part}: column {ID_COLUMN} (the profile id) is missing")
+    present = {s: _resolve(schema, s, part) is not None for f in mapping.fields for s in f.sources}
     missing = [
         f"{' or '.join(f.sources)} (for {f.target})"
         for f in mapping.fields
-        if not f.optional and all(_resolve(schema, s, part) is None for s in f.sources)
+        if not f.optional and not any(present[s] for s in f.sources)
     ]
     if missing:
         raise MappingError(f"export part {part}: mapped source path(s) missing from the export: {'; '.join(missing)}")
@@ -270,11 +272,18 @@ def _as_strings(values: pa.Array, path: str) -> pa.Array:
     (developers.hubspot.com FAQ "How should timestamps be formatted for HubSpot's APIs?")."""
     kind = values.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        millis = pc.cast(pc.cast(values, pa.timestamp("ms", "UTC") if pa.types.is_timestamp(kind) else pa.date64()), pa.int64())
+        millis = pc.cast(
+            pc.cast(values, pa.timestamp("ms", "UTC") if pa.types.is_timestamp(kind) else pa.date64()), pa.int64()
+        )
         return pc.cast(millis, pa.string())
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         return pc.cast(values, pa.string())
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind):
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
+    ):
         return pc.cast(values, pa.string())
     raise MappingError(f"path {path} holds {kind}, not a single value; map one of its scalar fields instead")
 
@@ -405,7 +414,9 @@ def _memberships(batch: pa.RecordBatch, audience_ids: list[str]) -> _Memberships
         return _Memberships(rank, statuses)
     column = batch.column(MEMBERSHIP_COLUMN)
     if not (pa.types.is_map(column.type) and pa.types.is_map(column.type.item_type)):
-        raise MappingError(f"{MEMBERSHIP_COLUMN} is {column.type}, expected map<namespace, map<audience id, membership>>")
+        raise MappingError(
+            f"{MEMBERSHIP_COLUMN} is {column.type}, expected map<namespace, map<audience id, membership>>"
+        )
     outer_rows, namespaces, inner = _map_entries(column)
     inner_parents, audience, membership = _map_entries(inner)
     rows = outer_rows[inner_parents]
@@ -611,7 +622,9 @@ def _map_batch(
     rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
     sources = " or ".join(mapping.email.sources)
     rejects.add(emails.missing, sources, "MISSING_EMAIL", f"the profile has no email in {sources}")
-    rejects.add(emails.invalid, "email", "INVALID_EMAIL", "the email address is not a valid address (see EMAIL_PATTERN)")
+    rejects.add(
+        emails.invalid, "email", "INVALID_EMAIL", "the email address is not a valid address (see EMAIL_PATTERN)"
+    )
     loser_to_winner, ranked_ids = dedup
     winner_at = loser_to_winner[offset : offset + batch.num_rows]
     lost = winner_at >= 0
@@ -681,7 +694,9 @@ def map_export(
             f"invalid names {bad}, names also mapped from XDM {clash}, or two audiences sharing a property"
         )
     check_governance(mapping)
-    schema = pa.schema([(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]])
+    schema = pa.schema(
+        [(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]]
+    )
     total, *dedup = _winners(part_paths, mapping, read_batch_rows)
 
     chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
@@ -693,4 +708,6 @@ def map_export(
             table = _map_batch(batch, offset, mapping, audience_properties, tuple(dedup), sink, by_category)
             valid += table.num_rows
             chunks.add(table)
-    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, by_category))
+    return MapResult(
+        mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, by_category)
+    )

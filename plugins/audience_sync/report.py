@@ -80,7 +80,9 @@ def _audience_rows(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for prop, status in sorted(keys, key=lambda k: (k[0], _STATUS_ORDER.get(k[1], 9), k[1])):
         row = {"property": prop, "status": status}
-        row.update({name: table.get(prop, {}).get(status, 0) if prop in table else None for name, table in sources.items()})
+        row.update(
+            {name: table.get(prop, {}).get(status, 0) if prop in table else None for name, table in sources.items()}
+        )
         if row["expected"] is not None and row["found"] is not None:
             row["match"] = "yes" if row["expected"] == row["found"] else "NO"
         rows.append(row)
@@ -98,8 +100,8 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -62,7 +62,10 @@ def test_first_run_sends_everything_as_new(first_run):
     frame = sent(first_run)
     assert sorted(frame.index) == ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"]
     assert list(frame.columns) == COLUMNS[1:]
-    assert first_run.sent_by_audience == {"aep_gold": {"existing": 1, "realized": 3}, "aep_churn": {"existing": 1, "realized": 1}}
+    assert first_run.sent_by_audience == {
+        "aep_gold": {"existing": 1, "realized": 3},
+        "aep_churn": {"existing": 1, "realized": 1},
+    }
     assert [pq.read_metadata(p).num_rows for p in first_run.send_paths] == [2, 2, 1]
 
 
@@ -75,10 +78,15 @@ def test_second_run_sends_only_new_changed_and_exited(tmp_path, first_run):
         contact("f@x.com", "Fay", None, gold="realized", pid="6"),  # new
         # e@x.com is absent from the export altogether: it left every audience
     ]
-    result = plan(mapped(tmp_path, "run2", second), first_run.next_snapshot_path, AUDIENCES, False,
-                  str(tmp_path / "plan2"))
+    result = plan(
+        mapped(tmp_path, "run2", second), first_run.next_snapshot_path, AUDIENCES, False, str(tmp_path / "plan2")
+    )
     assert {k: result.counts[k] for k in ("new", "changed", "exited", "unchanged", "to_send")} == {
-        "new": 1, "changed": 2, "exited": 2, "unchanged": 1, "to_send": 5
+        "new": 1,
+        "changed": 2,
+        "exited": 2,
+        "unchanged": 1,
+        "to_send": 5,
     }
     frame = sent(result)
     assert sorted(frame.index) == ["b@x.com", "c@x.com", "d@x.com", "e@x.com", "f@x.com"]
@@ -100,8 +108,9 @@ def test_second_run_sends_only_new_changed_and_exited(tmp_path, first_run):
 
 
 def test_full_refresh_sends_everything_and_still_snapshots(tmp_path, first_run):
-    result = plan(mapped(tmp_path, "run2", FIRST_RUN[:4]), first_run.next_snapshot_path, AUDIENCES, True,
-                  str(tmp_path / "plan2"))
+    result = plan(
+        mapped(tmp_path, "run2", FIRST_RUN[:4]), first_run.next_snapshot_path, AUDIENCES, True, str(tmp_path / "plan2")
+    )
     assert result.counts["unchanged"] == 4 and result.counts["exited"] == 1
     assert result.counts["to_send"] == 5  # four unchanged ones plus e@x.com's exit
     assert sorted(sent(result).index) == ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"]
@@ -109,8 +118,14 @@ def test_full_refresh_sends_everything_and_still_snapshots(tmp_path, first_run):
 
 
 def test_held_emails_keep_their_snapshot_row_and_are_not_exited(tmp_path, first_run):
-    result = plan(mapped(tmp_path, "run2", FIRST_RUN[:4]), first_run.next_snapshot_path, AUDIENCES, False,
-                  str(tmp_path / "plan2"), hold_emails=["e@x.com"])
+    result = plan(
+        mapped(tmp_path, "run2", FIRST_RUN[:4]),
+        first_run.next_snapshot_path,
+        AUDIENCES,
+        False,
+        str(tmp_path / "plan2"),
+        hold_emails=["e@x.com"],
+    )
     assert result.counts["held"] == 1 and result.counts["to_send"] == 0
     assert snapshot(result.next_snapshot_path).loc["e@x.com", "aep_gold"] == "realized"
 
@@ -126,15 +141,41 @@ def test_a_new_audience_column_sends_its_members_only(tmp_path, first_run):
 
 def test_snapshot_without_rejects_restores_the_previous_row(tmp_path, first_run):
     second = [contact("a@x.com", "Ann", "Rome", gold="realized", pid="1"), contact("z@x.com", "Zed", pid="9")]
-    result = plan(mapped(tmp_path, "run2", second + FIRST_RUN[1:]), first_run.next_snapshot_path, AUDIENCES, False,
-                  str(tmp_path / "plan2"))
+    result = plan(
+        mapped(tmp_path, "run2", second + FIRST_RUN[1:]),
+        first_run.next_snapshot_path,
+        AUDIENCES,
+        False,
+        str(tmp_path / "plan2"),
+    )
     rejects = tmp_path / "rejects.parquet"
     pq.write_table(
         pa.Table.from_pylist(
             [
-                {"stage": "upsert", "record_id": "1", "email": "a@x.com", "field": "city", "category": "VALIDATION_ERROR", "reason": "r"},
-                {"stage": "upsert", "record_id": "9", "email": "z@x.com", "field": None, "category": "INVALID_EMAIL", "reason": "r"},
-                {"stage": "map", "record_id": "7", "email": "b@x.com", "field": "email", "category": "DUPLICATE_EMAIL", "reason": "r"},
+                {
+                    "stage": "upsert",
+                    "record_id": "1",
+                    "email": "a@x.com",
+                    "field": "city",
+                    "category": "VALIDATION_ERROR",
+                    "reason": "r",
+                },
+                {
+                    "stage": "upsert",
+                    "record_id": "9",
+                    "email": "z@x.com",
+                    "field": None,
+                    "category": "INVALID_EMAIL",
+                    "reason": "r",
+                },
+                {
+                    "stage": "map",
+                    "record_id": "7",
+                    "email": "b@x.com",
+                    "field": "email",
+                    "category": "DUPLICATE_EMAIL",
+                    "reason": "r",
+                },
             ],
             schema=REJECT_SCHEMA,
         ),
@@ -149,7 +190,6 @@ def test_snapshot_without_rejects_restores_the_previous_row(tmp_path, first_run)
     assert len(after) == 5
     retry = plan(mapped(tmp_path, "run3", second + FIRST_RUN[1:]), committed, AUDIENCES, False, str(tmp_path / "plan3"))
     assert sorted(sent(retry).index) == ["a@x.com", "z@x.com"]
-
 
 
 def test_expected_counts(tmp_path, first_run):
@@ -202,3 +242,11 @@ def test_one_million_contacts_plan_in_bounded_time(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nplan: 1,000,000 contacts, first run {middle - started:.1f} s, unchanged rerun {done - middle:.1f} s")
     assert first.counts["new"] == n and second.counts["unchanged"] == n and second.send_paths == []
+
+
+def test_nothing_mapped_and_no_audiences(tmp_path):
+    result = plan([], None, [], False, str(tmp_path / "p"))
+    assert result.send_paths == [] and result.counts["to_send"] == 0
+    assert pq.read_metadata(result.next_snapshot_path).num_rows == 0
+    only_emails = plan(mapped(tmp_path, "run", FIRST_RUN), None, [], False, str(tmp_path / "q"))
+    assert only_emails.counts["new"] == 5 and only_emails.sent_by_audience == {}

@@ -28,22 +28,42 @@ def mapping():
 
 def dirty_profiles() -> list[dict]:
     return [
-        profile("p01", emails=[(" Alice@Example.COM ", True)], first=" Alice ", last="Smith", city="Paris",
-                audiences={"seg-gold": ("realized", 1)}),
-        profile("p02", personal=" Bob@Example.com", first="Bob", audiences={"seg-gold": ("existing", 2),
-                                                                              "seg-churn": ("exited", 3)}),
+        profile(
+            "p01",
+            emails=[(" Alice@Example.COM ", True)],
+            first=" Alice ",
+            last="Smith",
+            city="Paris",
+            audiences={"seg-gold": ("realized", 1)},
+        ),
+        profile(
+            "p02",
+            personal=" Bob@Example.com",
+            first="Bob",
+            audiences={"seg-gold": ("existing", 2), "seg-churn": ("exited", 3)},
+        ),
         profile("p03", emails=[("carol.old@example.com", False), ("Carol@Example.com", True)], first="Carol"),
         profile("p04", emails=[("not-an-email", True)], personal="dave@example.com", first="Dave"),
         profile("p05", first="Nobody", audiences={"seg-gold": ("realized", 1)}),
         profile("p06", emails=[("eve@@example", True)], first="Eve"),
-        profile("p07", emails=[("zoe@example.fr", True)], first="Zoë", last="Ñúñez-Łęcka", city="Zürich",
-                country="Österreich 🇦🇹"),
+        profile(
+            "p07",
+            emails=[("zoe@example.fr", True)],
+            first="Zoë",
+            last="Ñúñez-Łęcka",
+            city="Zürich",
+            country="Österreich 🇦🇹",
+        ),
         profile("p08", emails=[("long@example.com", True)], street="x" * (MAX_VALUE_LENGTH + 1)),
         profile("p09", emails=[("limit@example.com", True)], street="y" * MAX_VALUE_LENGTH),
         profile("p10", emails=[("blank@example.com", True)], first="   ", last="", city=" Lyon "),
         profile("p11", ecid="123456789", first="Ecid-only"),
-        profile("p12", emails=[("frank@example.com", False), ("frank.alt@example.com", False)], first="Frank",
-                audiences={"seg-gold": ("Realized", 1), "seg-other": ("realized", 1)}),
+        profile(
+            "p12",
+            emails=[("frank@example.com", False), ("frank.alt@example.com", False)],
+            first="Frank",
+            audiences={"seg-gold": ("Realized", 1), "seg-other": ("realized", 1)},
+        ),
         profile("p13", emails=[("grace@example.com", True)], audiences={"seg-churn": ("paused", 1)}),
         profile("p14", emails=[], personal="", first="Empty"),
     ]
@@ -80,7 +100,10 @@ def test_dirty_profiles_are_mapped_or_rejected_with_a_reason(tmp_path, mapping):
     assert value(mapped, "p04", "email") == "dave@example.com"  # invalid identity, valid fallback
     assert value(mapped, "p12", "email") == "frank@example.com"  # no primary: first in export order
     assert [value(mapped, "p07", c) for c in ("firstname", "lastname", "city", "country")] == [
-        "Zoë", "Ñúñez-Łęcka", "Zürich", "Österreich 🇦🇹"
+        "Zoë",
+        "Ñúñez-Łęcka",
+        "Zürich",
+        "Österreich 🇦🇹",
     ]
     assert len(value(mapped, "p09", "address")) == MAX_VALUE_LENGTH  # at the limit: sent whole
     assert value(mapped, "p10", "firstname") is None and value(mapped, "p10", "lastname") is None
@@ -113,7 +136,11 @@ def test_output_contract_columns_and_chunks(tmp_path, mapping):
     part = write_part(tmp_path / "part-0.parquet", dirty_profiles())
     result = map_export([part], mapping, AUDIENCES, str(tmp_path / "out"), chunk_rows=3)
     assert [pq.read_metadata(p).num_rows for p in result.mapped_paths] == [3, 3, 2]
-    assert [Path(p).name for p in result.mapped_paths] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [Path(p).name for p in result.mapped_paths] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     for path in result.mapped_paths:
         schema = pq.read_schema(path)
         assert schema.names == COLUMNS
@@ -125,16 +152,30 @@ def test_output_contract_columns_and_chunks(tmp_path, mapping):
 
 
 def test_duplicates_across_batches_and_parts_keep_the_latest_qualification(tmp_path, mapping):
-    first = write_part(tmp_path / "part-0.parquet", [
-        profile("p1", emails=[("Alice@Example.com", True)], first="Old", audiences={"seg-gold": ("realized", 1)}),
-        profile("p3", emails=[("  alice@example.COM", True)], first="Tie-loser", audiences={"seg-gold": ("existing", 5)}),
-        profile("q1", emails=[("bob@example.com", True)], first="Bob-unranked"),
-    ])
-    second = write_part(tmp_path / "part-1.parquet", [
-        profile("p2", personal="ALICE@example.com", first="Latest",
-                audiences={"seg-gold": ("existing", 5), "seg-churn": ("exited", 2)}),
-        profile("q2", emails=[("bob@example.com", True)], first="Bob-ranked", audiences={"seg-churn": ("realized", 0)}),
-    ])
+    first = write_part(
+        tmp_path / "part-0.parquet",
+        [
+            profile("p1", emails=[("Alice@Example.com", True)], first="Old", audiences={"seg-gold": ("realized", 1)}),
+            profile(
+                "p3", emails=[("  alice@example.COM", True)], first="Tie-loser", audiences={"seg-gold": ("existing", 5)}
+            ),
+            profile("q1", emails=[("bob@example.com", True)], first="Bob-unranked"),
+        ],
+    )
+    second = write_part(
+        tmp_path / "part-1.parquet",
+        [
+            profile(
+                "p2",
+                personal="ALICE@example.com",
+                first="Latest",
+                audiences={"seg-gold": ("existing", 5), "seg-churn": ("exited", 2)},
+            ),
+            profile(
+                "q2", emails=[("bob@example.com", True)], first="Bob-ranked", audiences={"seg-churn": ("realized", 0)}
+            ),
+        ],
+    )
     result, mapped, rejects = run(tmp_path, [first, second], mapping, read_batch_rows=1)
     assert result.counts["deduplicated"] == 3 and result.counts["valid"] == 2
     assert sorted(mapped.index) == ["p2", "q2"]  # same time as p3: the smaller _id wins; any time beats none
@@ -146,7 +187,9 @@ def test_duplicates_across_batches_and_parts_keep_the_latest_qualification(tmp_p
 
 
 def test_missing_optional_columns_are_null(tmp_path, mapping):
-    part = write_part(tmp_path / "part-0.parquet", dirty_profiles(), drop=("workAddress", "segmentMembership", "personalEmail"))
+    part = write_part(
+        tmp_path / "part-0.parquet", dirty_profiles(), drop=("workAddress", "segmentMembership", "personalEmail")
+    )
     result, mapped, rejects = run(tmp_path, [part], mapping)
     assert mapped["address"].isna().all() and mapped["city"].isna().all()
     assert mapped["aep_gold"].isna().all()
@@ -178,11 +221,27 @@ def test_missing_required_column_is_a_clear_error(tmp_path, mapping, drop, named
 
 
 def test_scalar_types_identity_sources_and_non_scalar_error(tmp_path):
-    rows = [dict(profile("p1", emails=[("a@example.com", True)], ecid="e-1"),
-                 _tenant={"score": 42, "vip": True, "since": pd.Timestamp("2026-01-02T03:04:05.006Z").to_pydatetime(),
-                          "ratio": 0.5, "tags": ["x"]})]
-    tenant = pa.struct([("score", pa.int64()), ("vip", pa.bool_()), ("since", pa.timestamp("ms", "UTC")),
-                        ("ratio", pa.float64()), ("tags", pa.list_(pa.string()))])
+    rows = [
+        dict(
+            profile("p1", emails=[("a@example.com", True)], ecid="e-1"),
+            _tenant={
+                "score": 42,
+                "vip": True,
+                "since": pd.Timestamp("2026-01-02T03:04:05.006Z").to_pydatetime(),
+                "ratio": 0.5,
+                "tags": ["x"],
+            },
+        )
+    ]
+    tenant = pa.struct(
+        [
+            ("score", pa.int64()),
+            ("vip", pa.bool_()),
+            ("since", pa.timestamp("ms", "UTC")),
+            ("ratio", pa.float64()),
+            ("tags", pa.list_(pa.string())),
+        ]
+    )
     from xdm_profiles import SCHEMA
 
     part = tmp_path / "part-0.parquet"
@@ -200,10 +259,20 @@ def test_scalar_types_identity_sources_and_non_scalar_error(tmp_path):
     )
     result = map_export([str(part)], load_mapping(mapping_file), {}, str(tmp_path / "out"))
     row = pq.read_table(result.mapped_paths[0]).to_pylist()[0]
-    assert row == {"email": "a@example.com", "score": "42", "vip": "true", "customer_since": "1767323045006",
-                   "ratio": "0.5", "aep_ecid": "e-1", "absent_prop": None, "_profile_id": "p1"}
+    assert row == {
+        "email": "a@example.com",
+        "score": "42",
+        "vip": "true",
+        "customer_since": "1767323045006",
+        "ratio": "0.5",
+        "aep_ecid": "e-1",
+        "absent_prop": None,
+        "_profile_id": "p1",
+    }
 
-    mapping_file.write_text("fields:\n  - {source: identityMap.email, target: email}\n  - {source: _tenant.tags, target: tags}\n")
+    mapping_file.write_text(
+        "fields:\n  - {source: identityMap.email, target: email}\n  - {source: _tenant.tags, target: tags}\n"
+    )
     with pytest.raises(MappingError, match="_tenant.tags holds list"):
         map_export([str(part)], load_mapping(mapping_file), {}, str(tmp_path / "out2"))
 
@@ -256,3 +325,28 @@ def test_speed_sanity_200k_profiles(tmp_path, mapping, capsys):
     assert result.counts["exported"] == 200_000
     assert result.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 3_999, "MISSING_EMAIL": 2_000}
     assert len(result.mapped_paths) == 20
+
+
+def test_empty_export_writes_an_empty_rejects_file_and_no_chunks(tmp_path, mapping):
+    part = write_part(tmp_path / "part-0.parquet", [])
+    result = map_export([part], mapping, AUDIENCES, str(tmp_path / "out"))
+    assert result.mapped_paths == [] and result.counts["exported"] == 0 and result.counts["valid"] == 0
+    assert pq.read_metadata(result.rejects_path).num_rows == 0
+
+
+@pytest.mark.slow
+def test_one_million_profiles_map_and_plan(tmp_path, mapping, capsys):
+    from audience_sync.incremental import plan
+
+    parts = [
+        synthetic_part(tmp_path / f"part-{i}.parquet", 250_000, list(AUDIENCES), seed=i, start=i * 250_000)
+        for i in range(4)
+    ]
+    started = time.perf_counter()
+    result = map_export(parts, mapping, AUDIENCES, str(tmp_path / "out"))
+    mapped_at = time.perf_counter()
+    planned = plan(result.mapped_paths, None, list(AUDIENCES.values()), False, str(tmp_path / "plan"))
+    with capsys.disabled():
+        print(f"\n1,000,000 profiles: map {mapped_at - started:.1f} s, plan {time.perf_counter() - mapped_at:.1f} s")
+    assert result.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 19_999, "MISSING_EMAIL": 10_000}
+    assert planned.counts["new"] == result.counts["valid"] == 970_001

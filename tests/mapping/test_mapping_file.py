@@ -40,7 +40,9 @@ def test_default_mapping_matches_the_seed_destination():
 
 
 def test_custom_rows_and_optional_flag(tmp_path):
-    mapping = load_mapping(write(tmp_path, VALID_ROWS + "  - source: _tenant.loyalty.tier\n    target: loyalty_tier\n    optional: true\n"))
+    mapping = load_mapping(
+        write(tmp_path, VALID_ROWS + "  - source: _tenant.loyalty.tier\n    target: loyalty_tier\n    optional: true\n")
+    )
     assert mapping.target_properties == ["email", "firstname", "loyalty_tier"]
     assert mapping.attributes[-1].optional is True
 
@@ -51,11 +53,23 @@ def test_custom_rows_and_optional_flag(tmp_path):
         ("fields: [\n  - source: a\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
         ("fields:\n  - source: person.name.firstName\n    target: firstname\n", "no row with target 'email'"),
-        (VALID_ROWS + "  - source: person.name.lastName\n    target: firstname\n", "target 'firstname' is already written by row 2"),
-        (VALID_ROWS + "  - source: person.name.lastName\n    target: LastName\n", "target 'LastName' is not a HubSpot property name"),
+        (
+            VALID_ROWS + "  - source: person.name.lastName\n    target: firstname\n",
+            "target 'firstname' is already written by row 2",
+        ),
+        (
+            VALID_ROWS + "  - source: person.name.lastName\n    target: LastName\n",
+            "target 'LastName' is not a HubSpot property name",
+        ),
         (VALID_ROWS + "  - source: person.name.lastName\n    target: 2nd_name\n", "not a HubSpot property name"),
-        (VALID_ROWS + "  - source: person..lastName\n    target: lastname\n", "source 'person..lastName' is not a dotted XDM path"),
-        (VALID_ROWS + "  - source: person.name.lastName\n    target: lastname\n    default: x\n", "unknown key(s) default in fields row 3"),
+        (
+            VALID_ROWS + "  - source: person..lastName\n    target: lastname\n",
+            "source 'person..lastName' is not a dotted XDM path",
+        ),
+        (
+            VALID_ROWS + "  - source: person.name.lastName\n    target: lastname\n    default: x\n",
+            "unknown key(s) default in fields row 3",
+        ),
         (VALID_ROWS + "extra: 1\n", "unknown key(s) extra in the top level"),
         (VALID_ROWS + "governance:\n  labels: [C5]\n", "unknown key(s) labels in 'governance'"),
         (VALID_ROWS + "governance:\n  blocked_fields: person.birthDate\n", "must be a list of dotted XDM paths"),
@@ -66,7 +80,10 @@ def test_custom_rows_and_optional_flag(tmp_path):
             "fields:\n  - source: identityMap.email\n    target: email\n    optional: true\n",
             "the email row cannot be optional",
         ),
-        (VALID_ROWS + "  - source: person.name.lastName\n    target: lastname\n    optional: 'yes'\n", "optional must be true or false"),
+        (
+            VALID_ROWS + "  - source: person.name.lastName\n    target: lastname\n    optional: 'yes'\n",
+            "optional must be true or false",
+        ),
     ],
 )
 def test_malformed_mapping_files_name_the_problem_and_the_file(tmp_path, text, expected):
@@ -87,7 +104,10 @@ def test_missing_file_is_a_mapping_error(tmp_path):
     [
         ("  - source: person.birthDate\n    target: birthday\n", "person.birthDate"),  # the field itself
         ("  - source: person.birthDate.year\n    target: birth_year\n", "person.birthDate"),  # inside it
-        ("  - source: person.name.lastName\n    fallback: person.birthDate\n    target: lastname\n", "person.birthDate"),
+        (
+            "  - source: person.name.lastName\n    fallback: person.birthDate\n    target: lastname\n",
+            "person.birthDate",
+        ),
         ("  - source: identityMap.ECID\n    target: aep_ecid\n", "identityMap.ECID"),
     ],
 )

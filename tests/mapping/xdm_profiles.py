@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,7 @@ SCHEMA = pa.schema(
         ("segmentMembership", pa.map_(pa.string(), pa.map_(pa.string(), MEMBERSHIP))),
     ]
 )
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def profile(
@@ -46,7 +46,10 @@ def profile(
         members = [
             (
                 "ups",
-                [(aid, {"status": s, "lastQualificationTime": T0 + timedelta(days=d)}) for aid, (s, d) in audiences.items()],
+                [
+                    (aid, {"status": s, "lastQualificationTime": T0 + timedelta(days=d)})
+                    for aid, (s, d) in audiences.items()
+                ],
             )
         ]
     return {
