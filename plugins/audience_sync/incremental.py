@@ -45,6 +45,7 @@ class Plan:
     send_paths: list[str]
     next_snapshot_path: str
     previous_snapshot_path: str | None
+    full_refresh: bool
     counts: dict = field(default_factory=dict)
     sent_by_audience: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -204,12 +205,12 @@ def plan(
         "held": int(held.sum()),
         "absent": int(absent.sum()),
         "to_send": int(send.sum()),
-        "full_refresh": bool(full_refresh),
     }
     return Plan(
         send_paths=send_paths,
         next_snapshot_path=next_path,
         previous_snapshot_path=previous_snapshot_path,
+        full_refresh=full_refresh,
         counts=counts,
         sent_by_audience=sent_by_audience,
     )
