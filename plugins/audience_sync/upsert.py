@@ -11,6 +11,7 @@ Resuming: the chunk is cut into fixed batches (row order, ``batch_size``); a bat
 atomically as soon as HubSpot answers. A retried task (even after SIGKILL) skips the finished batches and
 sends only the rest. A batch that was in flight when the task died is sent again: an upsert by email is
 idempotent, so that makes no duplicate contact (HubSpot may then report its new contacts as updated).
+The same holds for a batch the hook resends after a 5xx or a dropped connection.
 """
 
 from __future__ import annotations

@@ -70,17 +70,18 @@ def test_oauth_token_expiring_mid_run_is_refreshed(hs, tmp_path, caplog, capfd):
 def test_an_expired_token_gets_one_refresh_on_401(hs):
     client = hs.connect(oauth=True)
     client.list_groups()
-    client.hook._expires_at = float("inf")  # pretend the token never expires, as an app without a TTL would
-    hs.sandbox.set_faults(token_ttl_seconds=0)
-    client.hook._access_token = "sandbox-at-expired"  # unknown to the sandbox → 401
-    with pytest.raises(ApiError) as raised:
-        client.list_groups()  # refreshed once, but the new token (TTL 0) is already expired: no loop
-    assert raised.value.status == 401 and raised.value.category == "EXPIRED_AUTHENTICATION"
-    hs.sandbox.set_faults(token_ttl_seconds=60)
+    assert len(hs.requests("/token")) == 1
+    client.hook._access_token = "sandbox-at-expired"  # as if the clock had lied: the sandbox answers 401
     client.hook._expires_at = float("inf")
-    client.hook._access_token = "sandbox-at-expired"
     assert client.list_groups()
-    assert len(hs.requests("/token")) == 3
+    assert len(hs.requests("/token")) == 2 and len(hs.requests("/groups")) == 3
+
+    hs.sandbox.set_faults(token_ttl_seconds=0)  # every new token is born expired: one renewal, then give up
+    client.hook._access_token, client.hook._expires_at = "sandbox-at-expired", float("inf")
+    with pytest.raises(ApiError) as raised:
+        client.list_groups()
+    assert raised.value.status == 401 and raised.value.category == "EXPIRED_AUTHENTICATION"
+    assert len(hs.requests("/groups")) == 5  # the call and its one retry after renewal
 
 
 def test_daily_budget_too_low_fails_before_any_write(hs, tmp_path):

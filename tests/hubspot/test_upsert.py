@@ -133,3 +133,17 @@ def test_a_429_storm_delays_the_sync_but_never_fails_it(hs, tmp_path):
 def test_bad_batch_size_is_refused(hs, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         upsert_file(hs.connect(), hs.chunk(1), tmp_path, batch_size=101)
+
+
+def test_server_errors_and_dropped_connections_are_retried(hs, tmp_path, caplog):
+    hs.sandbox.set_faults(error_rate=0.2, drop_rate=0.1)
+    caplog.set_level("INFO", logger="audience_sync.upsert")
+    summary = upsert_file(hs.connect(), hs.chunk(400), tmp_path / "out", batch_size=20, threads=2, progress_every_s=0.05)
+    hs.sandbox.set_faults(error_rate=0, drop_rate=0)
+    assert (summary["created"] + summary["updated"], summary["rejected"]) == (400, 0)
+    assert len(hs.contacts()) == 400
+    stats = hs.stats()
+    assert stats.get("injected_5xx", 0) + stats.get("dropped", 0) > 0
+    progress = [r.getMessage() for r in caplog.records if "records (" in r.getMessage()]
+    assert progress and all("rec/s" in line and "ETA" in line and "@" not in line for line in progress)
+    assert progress[-1].startswith("upsert chunk-0000: 400/400 records (100%)")

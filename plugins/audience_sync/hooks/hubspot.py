@@ -211,7 +211,7 @@ class HubSpotHook(RetryingApiHook):
         if new_refresh:
             mask_secret(new_refresh)
             self._refresh_token = new_refresh
-        expires_in = float(body.get("expires_in") or body.get("expiresIn") or 1800)
+        expires_in = next((float(body[k]) for k in ("expires_in", "expiresIn") if body.get(k) is not None), 1800.0)
         self._access_token = token
         self._expires_at = time.time() + expires_in
         # Renew before expiry ("API usage guidelines": apps store the TTL and refresh themselves).
