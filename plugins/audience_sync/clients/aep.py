@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_sync import storage
@@ -167,14 +168,16 @@ class AepClient:
         return written
 
 
-def parquet_row_count(path) -> int:
-    """Rows from the Parquet footer, without reading the data."""
+def parquet_footer(path) -> tuple[pa.Schema, int]:
+    """Schema and row count from the Parquet footer, without reading the data."""
     path = storage.as_path(path)
     local = storage.local_or_none(path)
     if local:
-        return pq.ParquetFile(local).metadata.num_rows
+        footer = pq.ParquetFile(local)
+        return footer.schema_arrow, footer.metadata.num_rows
     with path.open("rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        footer = pq.ParquetFile(handle)
+        return footer.schema_arrow, footer.metadata.num_rows
 
 
-__all__ = ["AepClient", "ApiError", "UnknownAudienceError", "DownloadSizeMismatch", "parquet_row_count"]
+__all__ = ["AepClient", "ApiError", "UnknownAudienceError", "DownloadSizeMismatch", "parquet_footer"]

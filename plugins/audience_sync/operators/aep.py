@@ -15,7 +15,7 @@ from audience_sync.clients.aep import (
     ACTIVE_JOB_STATUSES,
     HUBSPOT_CONNECTION_SPEC_ID,
     AepClient,
-    parquet_row_count,
+    parquet_footer,
 )
 from audience_sync.hooks.aep import AepHook
 from audience_sync.triggers.aep_export import AepExportJobTrigger
@@ -273,8 +273,11 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
                     continue
                 path = folder / PART_NAME.format(len(paths))
                 size += self.client.download_part(file_id, part["name"], path, part["length"])
-                self._conform(path)
-                rows += parquet_row_count(path)
+                schema, count = parquet_footer(path)
+                if not schema.equals(file_exports.EXPORT_SCHEMA):  # e.g. another timestamp unit
+                    table = file_exports.to_export_schema(storage.read_table(path), str(path))
+                    storage.write_parquet(table, path)
+                rows += count
                 paths.append(str(path))
         elapsed = max(time.monotonic() - started, 1e-9)
         self.log.info(
@@ -282,13 +285,6 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
             job["id"], rows, len(paths), size / 1e6, elapsed, rows / elapsed,
         )
         return self._result(paths, rows, job["id"])
-
-    @staticmethod
-    def _conform(path: ObjectStoragePath) -> None:
-        """Rewrite a part whose schema differs from the contract (e.g. another timestamp unit)."""
-        table = storage.read_table(path)
-        if not table.schema.equals(file_exports.EXPORT_SCHEMA):
-            storage.write_parquet(file_exports.to_export_schema(table, str(path)), path)
 
     def _convert_files(self) -> dict[str, Any]:
         sources = source_paths(self.source_files)

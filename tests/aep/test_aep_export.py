@@ -1,0 +1,213 @@
+"""ExportAudiencesOperator against the AEP sandbox: one export job, waited for by polling or by the trigger,
+every Parquet part downloaded in the export schema; failures, retries, resumption and file-based exports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+from sandbox import aep_store, credentials, seed
+from sandbox_process import ROOT, start_sandbox
+
+from audience_sync import storage
+from audience_sync.clients.aep import AepClient, UnknownAudienceError
+from audience_sync.file_exports import EXPORT_SCHEMA
+from audience_sync.hooks.aep import AepHook
+from audience_sync.operators.aep import AepExportFailed, ExportAudiencesOperator
+
+
+class TaskStateStore:
+    """The two calls ResumableJobMixin makes on Airflow's task state store, kept across 'attempts'."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def set(self, key, value, **_):
+        self.values[key] = value
+
+
+def operator(tmp_path, audiences, **kwargs) -> ExportAudiencesOperator:
+    kwargs.setdefault("deferrable", False)
+    return ExportAudiencesOperator(
+        task_id="export", audiences=audiences, output_dir=str(tmp_path / "run" / "export"), poll_interval=0.1, **kwargs
+    )
+
+
+def expected_table(aep) -> pa.Table:
+    profiles, memberships = aep_store.load_population(aep_store.default_data_dir(aep.server.db))
+    ids = [a["id"] for a in aep.audiences]
+    return aep_store.build_export_table(profiles, memberships, ids, list(aep_store.MEMBERSHIP_STATUSES))
+
+
+def exported(result: dict) -> pa.Table:
+    tables = [storage.read_table(path) for path in result["paths"]]
+    assert all(t.schema.equals(EXPORT_SCHEMA) for t in tables)
+    return pa.concat_tables(tables)
+
+
+def run_deferred(op, context) -> dict:
+    """What the triggerer and the worker do with a deferral: run the trigger, resume with its event."""
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    trigger = deferred.value.trigger
+    assert credentials.AEP_CLIENT_SECRET not in json.dumps(trigger.serialize(), default=str)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event
+
+    event = asyncio.run(first_event())
+    return getattr(op, deferred.value.method_name)(context, event=event.payload, **(deferred.value.kwargs or {}))
+
+
+def test_export_of_three_audiences_over_several_parts(aep, tmp_path):
+    result = operator(tmp_path, [a["name"] for a in aep.audiences]).execute({})
+    expected = expected_table(aep)
+    assert len(result["paths"]) == -(-expected.num_rows // 500) > 1
+    assert result["rows"] == expected.num_rows
+    assert result["audiences"] == aep.audiences
+    assert exported(result).equals(expected)
+    assert len(aep.requests("/export/jobs", "POST")) == 1
+    recorded = AepClient(AepHook()).get_export_job(result["job_id"])  # the job as AEP recorded it
+    assert recorded["destination"]["segmentPerBatch"] is False
+    assert recorded["mergePolicy"]["id"] == credentials.AEP_MERGE_POLICY_ID
+    assert [s["status"] for s in recorded["filter"]["segments"]] == [["realized", "existing", "exited"]] * 3
+
+
+def test_deferrable_export_waits_in_the_trigger(aep, tmp_path):
+    store = TaskStateStore()
+    result = run_deferred(operator(tmp_path, [aep.audiences[0]["id"]], deferrable=True), {"task_state_store": store})
+    assert store.values["aep_export_job_id"] == result["job_id"]
+    assert result["rows"] == sum(storage.read_table(p).num_rows for p in result["paths"]) > 0
+    assert result["audiences"] == [aep.audiences[0]]
+
+
+def test_a_retried_task_reconnects_to_its_job(aep, tmp_path):
+    store = TaskStateStore()
+    ids = [a["id"] for a in aep.audiences]
+    with pytest.raises(TaskDeferred):  # attempt 1 started the job, then its worker died while deferred
+        operator(tmp_path, ids, deferrable=True).execute({"task_state_store": store})
+    job_id = store.values["aep_export_job_id"]
+    assert AepClient(AepHook()).get_export_job(job_id)["status"] in ("NEW", "PROCESSING")
+    second = operator(tmp_path, ids).execute({"task_state_store": store})  # reconnects to the running job
+    third = operator(tmp_path, ids).execute({"task_state_store": store})  # finds it SUCCEEDED: downloads only
+    assert second["job_id"] == third["job_id"] == job_id
+    assert second["rows"] == third["rows"] == expected_table(aep).num_rows
+    assert len(aep.requests("/export/jobs", "POST")) == 1
+
+
+def test_failed_job_raises_with_its_errors(aep, tmp_path):
+    aep.server.set_faults(fail_exports=1)
+    with pytest.raises(AepExportFailed, match=r"AEP export job \d+ FAILED: 0100-000: Profile export failed"):
+        operator(tmp_path, [aep.audiences[0]["name"]]).execute({})
+    with pytest.raises(AepExportFailed):  # the same through the trigger
+        aep.server.set_faults(fail_exports=1)
+        run_deferred(operator(tmp_path, [aep.audiences[0]["name"]], deferrable=True), {})
+
+
+def test_unknown_audience_lists_the_available_ones(aep, tmp_path):
+    with pytest.raises(UnknownAudienceError) as error:
+        operator(tmp_path, ["Gold Members", "Platinum Whales"]).execute({})
+    assert "'Platinum Whales'" in str(error.value)
+    assert all(repr(a["name"]) in str(error.value) for a in aep.audiences)
+    assert aep.requests("/export/jobs", "POST") == []
+
+
+def test_export_gets_through_a_5xx_burst(aep, tmp_path, caplog, capfd):
+    caplog.set_level(logging.INFO)
+    aep.server.set_faults(error_rate=0.3)
+    result = operator(tmp_path, [a["id"] for a in aep.audiences]).execute({})
+    assert aep.server.admin("GET", "stats")["stats"]["injected_5xx"] > 0
+    assert exported(result).equals(expected_table(aep))
+    logged = caplog.text + capfd.readouterr().out
+    assert "answered 5" in logged and "AEP export job" in logged
+    with sqlite3.connect(aep.server.db) as db:
+        tokens = [row[0] for row in db.execute("SELECT token FROM tokens")]
+    assert tokens and not any(secret in logged for secret in [credentials.AEP_CLIENT_SECRET, *tokens])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_file_based_exports_give_the_same_rows(aep, tmp_path, fmt):
+    ids = [a["id"] for a in aep.audiences]
+    files = seed.write_audience_files(aep.server.db, tmp_path / "drop", fmt, ids, part_rows=800)
+    source = str(tmp_path / "drop" / f"*.{fmt}")
+    result = operator(tmp_path, [a["name"] for a in aep.audiences], source_files=source).execute({})
+    assert aep.requests("/export/jobs", "POST") == []
+    assert len(result["paths"]) == len(files) > 1 and result["job_id"] is None
+    expected = expected_table(aep)
+    assert result["rows"] == expected.num_rows
+    columns = ["_id", "personalEmail", "person", "workAddress", "segmentMembership"]
+    assert exported(result).select(columns).equals(expected.select(columns))
+
+
+def test_download_throughput_on_200k_profiles(tmp_path, monkeypatch, capfd):
+    from conftest import seeded
+
+    server = start_sandbox("aep", tmp_path, "--part-rows", "50000", "--job-seconds", "0.1")
+    try:
+        aep = seeded(server, monkeypatch, profiles=200_000, audiences=3)
+        result = operator(tmp_path, [a["id"] for a in aep.audiences]).execute({})
+    finally:
+        server.stop()
+    download = re.search(r"profiles in \d+ part\(s\), [\d.]+ MB in [\d.]+ s \(\d+ rows/s\)", capfd.readouterr().out)
+    with capfd.disabled():
+        print(f"\nAEP export download: {result['rows']} {download.group(0)}")
+    assert result["rows"] == sum(storage.read_table(p).num_rows for p in result["paths"]) > 100_000
+
+
+DAG_FILE = """
+import json, sys
+from airflow.sdk import DAG, task
+from audience_sync.operators.aep import ExportAudiencesOperator
+
+with DAG("aep_export_under_dag_test", schedule=None) as dag:
+    export = ExportAudiencesOperator(
+        task_id="export", audiences={audiences!r}, output_dir="{out}/{{{{ dag.dag_id }}}}/export", poll_interval=0.2
+    )
+
+    @task
+    def keep(result):
+        with open("{out}/result.json", "w") as handle:
+            json.dump(result, handle)
+
+    keep(export.output)
+
+if __name__ == "__main__":
+    sys.exit(0 if dag.test().state == "success" else 1)
+"""
+
+
+def test_deferred_export_under_dag_test(aep, tmp_path):
+    """dag.test() runs the trigger inline (and drops defer kwargs: the operator copes)."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "export_dag.py").write_text(DAG_FILE.format(audiences=[a["name"] for a in aep.audiences], out=tmp_path))
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT / "plugins"),
+    }
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    run = subprocess.run([sys.executable, str(dags / "export_dag.py")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["rows"] == expected_table(aep).num_rows and len(result["paths"]) > 1
+    assert all("aep_export_under_dag_test/export/part-" in p for p in result["paths"])
+    assert len(aep.requests("/export/jobs", "POST")) == 1
+    assert "running trigger in line" in run.stdout + run.stderr
+    assert credentials.AEP_CLIENT_SECRET not in run.stdout + run.stderr
