@@ -94,14 +94,14 @@ def send_batch(client: HubSpotClient, records: Sequence[Record]) -> BatchOutcome
             answer = client.batch_upsert(group)
         except BatchRejected as error:
             blamed = error.blamed or ({0: error.reject} if len(group) == 1 else {})
-            suspects = error.suspects if len(error.suspects) < len(group) else set()
-            if blamed:
+            suspects = error.suspects - set(blamed)
+            if not blamed and len(suspects) == len(group):
+                suspects = set()  # a clue that points at everyone tells nothing
+            if blamed or suspects:
                 outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(blamed.items())]
-                rest = [record for i, record in enumerate(group) if i not in blamed]
-                groups += [rest] if rest else []
-            elif suspects:
                 groups += [[group[i]] for i in sorted(suspects)]
-                groups.append([record for i, record in enumerate(group) if i not in suspects])
+                rest = [record for i, record in enumerate(group) if i not in blamed and i not in suspects]
+                groups += [rest] if rest else []
             else:
                 middle = len(group) // 2
                 groups += [group[middle:], group[:middle]]

@@ -108,7 +108,7 @@ class HubSpotClient:
                 details = [{"category": error.category, **d} for d in error_details(error.body)]
                 raise BatchRejected(
                     error,
-                    attribute_errors([error.body, *details], inputs),
+                    attribute_errors([*details, error.body], inputs),  # the most specific entries first
                     quoted_values(details, inputs),
                     describe(error.body, error.category or "VALIDATION_ERROR"),
                 ) from None
