@@ -49,6 +49,13 @@ def test_dry_run_validates_and_creates_nothing(aep):
     assert AepClient(AepHook()).list_connections() == []
 
 
+def test_dry_run_flag_rendered_as_text_is_honoured(aep):
+    """Without native rendering ``{{ params.dry_run }}`` arrives as "True" / "False"."""
+    assert run(dry_run="True")["created"] is False
+    assert aep.requests("/connections", "POST") == []
+    assert run(dry_run="False")["created"] is True
+
+
 def test_missing_hubspot_extras_are_named_and_nothing_is_created(aep, monkeypatch):
     conn = json.loads(hubspot_connection("http://127.0.0.1:9"))
     del conn["extra"]["refresh_token"], conn["extra"]["client_secret"]

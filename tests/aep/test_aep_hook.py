@@ -30,6 +30,12 @@ def test_one_ims_call_serves_many_platform_calls(aep):
     assert len(aep.requests("/data/")) == 6
 
 
+def test_ims_url_may_be_the_full_token_url(aep, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(aep.server.url, ims_url=f"{aep.server.url}/ims/token/v3"))
+    assert len(AepClient(AepHook()).list_audiences()) == 3
+    assert [r["status"] for r in aep.requests("/ims/token/v3")] == [200]
+
+
 def test_token_is_renewed_before_it_expires(aep):
     aep.server.set_faults(token_ttl_seconds=2)
     hook = AepHook()

@@ -6,7 +6,7 @@ Airflow connection (id ``aep_default``, overridable per task), conn type ``http`
 - login: the OAuth server-to-server client id (also sent as ``x-api-key``)
 - password: the client secret
 - extras: ``org_id`` (``x-gw-ims-org-id``), ``sandbox_name`` (``x-sandbox-name``, default ``prod``),
-  ``ims_url`` (default ``https://ims-na1.adobelogin.com``; a full URL is allowed), ``scopes`` (comma-separated,
+  ``ims_url`` (default ``https://ims-na1.adobelogin.com``; the full token URL ending ``/ims/token/v3`` also works), ``scopes`` (comma-separated,
   default Adobe's documented server-to-server scopes), ``export_dataset_id``, ``merge_policy_id``.
 
 Extras are read by name and never sent as headers (see hooks/base.py).
@@ -42,6 +42,7 @@ DEFAULT_IMS_URL = "https://ims-na1.adobelogin.com"
 # authentication guide: the scopes an Experience Platform server-to-server credential asks for.
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 TOKEN_RENEWAL_MARGIN_SECONDS = 300.0
+IMS_TOKEN_PATH = "/ims/token/v3"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ class AepHook(RetryingApiHook):
             "client_secret": settings.client_secret,
             "scope": settings.scopes,
         }
-        response = self._post_ims(f"{settings.ims_url}/ims/token/v3", form)
+        url = settings.ims_url if settings.ims_url.endswith(IMS_TOKEN_PATH) else settings.ims_url + IMS_TOKEN_PATH
+        response = self._post_ims(url, form)
         body = json_body(response)
         token = body.get("access_token")
         if not token:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import time
 from datetime import timedelta
@@ -63,6 +64,23 @@ def hubspot_connection_payload(name: str, description: str, auth_params: dict[st
     }
 
 
+def rendered_bool(value: Any) -> bool:
+    """A templated flag arrives as a bool with native rendering and as text without it."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
+
+
+def rendered_optional(value: Any) -> Any:
+    """A templated optional value rendered without native objects arrives as ``"None"`` or ``""``."""
+    return None if value is None or str(value).strip() in ("", "None") else value
+
+
+def rendered_list(value: Any) -> Any:
+    """``"['a', 'b']"`` (a list rendered as text) → ``['a', 'b']``; anything else unchanged."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        return ast.literal_eval(value.strip())
+    return value
+
+
 def _is_enabled(resource: dict[str, Any]) -> bool:
     """Flow Service resources carry ``state`` (enabled, disabled, draft); absent means enabled."""
     return str(resource.get("state") or "enabled").lower() == "enabled"
@@ -74,7 +92,7 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
     Returns ``{connection_id, etag, created}`` (plus ``dry_run``); never a credential.
     """
 
-    template_fields: Sequence[str] = ("name", "description")
+    template_fields: Sequence[str] = ("name", "description", "dry_run")
 
     def __init__(
         self,
@@ -94,6 +112,7 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
         self.dry_run = dry_run
 
     def execute(self, context) -> dict[str, Any]:
+        dry_run = rendered_bool(self.dry_run)
         client = AepClient(AepHook(self.aep_conn_id))
         payload = hubspot_connection_payload(self.name, self.description, hubspot_flow_credentials(self.hubspot_conn_id))
         existing = self._existing(client)
@@ -105,11 +124,11 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
                 )
             self.log.info("AEP HubSpot connection %s already exists; nothing to do", existing["id"])
             return {"connection_id": existing["id"], "etag": existing.get("etag"), "created": False,
-                    "dry_run": self.dry_run}
+                    "dry_run": dry_run}
         spec = client.get_connection_spec(HUBSPOT_CONNECTION_SPEC_ID)
         if not _is_enabled(spec):
             raise RuntimeError(f"AEP connection spec {HUBSPOT_CONNECTION_SPEC_ID} (HubSpot) is {spec.get('state')!r}")
-        if self.dry_run:
+        if dry_run:
             self.log.info("Dry run: credentials, connection spec and payload are valid; would create %r", self.name)
             return {"connection_id": None, "etag": None, "created": False, "dry_run": True}
         created = client.create_connection(payload)
@@ -175,9 +194,9 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
 
     # --- entry points -----------------------------------------------------------------------------
     def execute(self, context) -> dict[str, Any]:
-        self._resolved = self.client.resolve_audiences(self.audiences)
+        self._resolved = self.client.resolve_audiences(rendered_list(self.audiences))
         self.log.info("Exporting %d audience(s): %s", len(self._resolved), ", ".join(a["name"] for a in self._resolved))
-        if self.source_files:
+        if rendered_optional(self.source_files):
             return self._convert_files()
         return self.execute_resumable(context)
 
@@ -186,7 +205,9 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
     ) -> dict[str, Any]:
         """Resumed by the trigger's event. ``dag.test()`` (3.3.2) drops the defer kwargs and passes only the
         event, so the audiences are resolved again when they are missing."""
-        self._resolved = audiences if audiences is not None else self.client.resolve_audiences(self.audiences)
+        self._resolved = audiences if audiences is not None else self.client.resolve_audiences(
+            rendered_list(self.audiences)
+        )
         if event.get("status") == "error":
             raise RuntimeError(f"waiting for AEP export job {event.get('job_id')} failed: {event.get('message')}")
         if event.get("status") == "FAILED":
@@ -196,8 +217,8 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
     # --- ResumableJobMixin ------------------------------------------------------------------------
     def submit_job(self, context) -> Any:
         settings = self.client.hook.settings
-        dataset_id = self.export_dataset_id or settings.export_dataset_id
-        merge_policy_id = self.merge_policy_id or settings.merge_policy_id
+        dataset_id = rendered_optional(self.export_dataset_id) or settings.export_dataset_id
+        merge_policy_id = rendered_optional(self.merge_policy_id) or settings.merge_policy_id
         if not dataset_id or not merge_policy_id:
             raise ValueError(
                 "an AEP export needs export_dataset_id and merge_policy_id: pass them to the task or set them "
