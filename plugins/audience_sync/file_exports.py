@@ -39,12 +39,10 @@ EXPORT_SCHEMA = pa.schema(
         ("segmentMembership", SEGMENT_MEMBERSHIP_TYPE),
     ]
 )
-MEMBERSHIP_COLUMN = re.compile(r"^segmentMembership\.(?P<ns>[^.]+)\.(?P<audience>.+)\.(?P<field>status|lastQualificationTime)$")
+MEMBERSHIP_COLUMN = re.compile(
+    r"^segmentMembership\.(?P<ns>[^.]+)\.(?P<audience>.+)\.(?P<field>status|lastQualificationTime)$"
+)
 IDENTITY_COLUMN = re.compile(r"^identityMap\.(?P<ns>[^.]+?)(?:\.(?P<field>id|authenticatedState|primary))?$")
-STRUCT_COLUMNS = {
-    "personalEmail.address", "person.name.firstName", "person.name.lastName",
-    "workAddress.street1", "workAddress.city", "workAddress.country",
-}
 
 
 class ExportFileError(ValueError):
@@ -160,7 +158,7 @@ def _map_from_entries(n: int, entries: list[tuple[str, pa.Array, np.ndarray]], t
     order = np.argsort(all_rows, kind="stable")
     keys = pa.array(np.repeat([key for key, _, _ in entries], [len(r) for r in rows]).astype(object)
                     if entries else [], pa.string()).take(pa.array(order))
-    values = (pa.concat_arrays([value.take(pa.array(r)) for (_, value, _), r in zip(entries, rows)])
+    values = (pa.concat_arrays([value.take(pa.array(r)) for (_, value, _), r in zip(entries, rows, strict=True)])
               if entries else pa.array([], type_.item_type)).take(pa.array(order))
     counts = np.bincount(all_rows, minlength=n).astype(np.int32)
     offsets = np.zeros(n + 1, np.int32)

@@ -31,7 +31,8 @@ def test_one_ims_call_serves_many_platform_calls(aep):
 
 
 def test_ims_url_may_be_the_full_token_url(aep, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(aep.server.url, ims_url=f"{aep.server.url}/ims/token/v3"))
+    token_url = f"{aep.server.url}/ims/token/v3"
+    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(aep.server.url, ims_url=token_url))
     assert len(AepClient(AepHook()).list_audiences()) == 3
     assert [r["status"] for r in aep.requests("/ims/token/v3")] == [200]
 

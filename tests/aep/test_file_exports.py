@@ -70,7 +70,8 @@ def test_unreadable_parquet_and_bad_timestamp_are_named(tmp_path):
     with pytest.raises(file_exports.ExportFileError, match="broken.parquet: not a readable Parquet file"):
         file_exports.read_export_file(io.BytesIO(broken.read_bytes()), str(broken))
     csv = b"_id,segmentMembership.ups.a1.status,segmentMembership.ups.a1.lastQualificationTime\np1,realized,yesterday\n"
-    with pytest.raises(file_exports.ExportFileError, match=r"x\.csv: row 1 column .*lastQualificationTime.*'yesterday'"):
+    expected = r"x\.csv: row 1 column .*lastQualificationTime.*'yesterday'"
+    with pytest.raises(file_exports.ExportFileError, match=expected):
         file_exports.read_export_file(io.BytesIO(csv), "x.csv")
 
 

@@ -4,7 +4,8 @@ Data Access downloads. Paths are relative to the connection's Platform base URL.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -6,8 +6,10 @@ Airflow connection (id ``aep_default``, overridable per task), conn type ``http`
 - login: the OAuth server-to-server client id (also sent as ``x-api-key``)
 - password: the client secret
 - extras: ``org_id`` (``x-gw-ims-org-id``), ``sandbox_name`` (``x-sandbox-name``, default ``prod``),
-  ``ims_url`` (default ``https://ims-na1.adobelogin.com``; the full token URL ending ``/ims/token/v3`` also works), ``scopes`` (comma-separated,
-  default Adobe's documented server-to-server scopes), ``export_dataset_id``, ``merge_policy_id``.
+  ``ims_url`` (default ``https://ims-na1.adobelogin.com``; the full token URL ending ``/ims/token/v3`` also
+  works), ``scopes`` (comma-separated, default Adobe's documented server-to-server scopes
+  ``openid,AdobeID,read_organizations,additional_info.projectedProductContext,session``),
+  ``export_dataset_id``, ``merge_policy_id`` (defaults of the export task).
 
 Extras are read by name and never sent as headers (see hooks/base.py).
 """
@@ -18,8 +20,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -204,9 +207,11 @@ class AepHook(RetryingApiHook):
     def paginate(
         self, endpoint: str, items_keys: tuple[str, ...], params: dict[str, Any] | None = None
     ) -> Iterator[dict]:
-        """Yield the items (under the first of ``items_keys`` present) over every page. Follows ``_links.next.href`` (Flow Service ``continuationToken``,
-        Segmentation ``start``/``limit``): only its query string is used, so relative and absolute links
-        both work; without a link, ``_page.totalCount`` with ``start`` moves on by the page's size."""
+        """Yield the items (under the first of ``items_keys`` present) over every page.
+
+        Follows ``_links.next.href`` (Flow Service ``continuationToken``, Segmentation ``start``/``limit``):
+        only its query string is used, so relative and absolute links both work; without a link,
+        ``_page.totalCount`` with ``start`` moves on by the page's size."""
         params = dict(params or {})
         seen: set[tuple] = set()
         while True:

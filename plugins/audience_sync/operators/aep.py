@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import re
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath, ResumableJobMixin
 from airflow.sdk.log import mask_secret
@@ -114,7 +115,8 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         dry_run = rendered_bool(self.dry_run)
         client = AepClient(AepHook(self.aep_conn_id))
-        payload = hubspot_connection_payload(self.name, self.description, hubspot_flow_credentials(self.hubspot_conn_id))
+        credentials = hubspot_flow_credentials(self.hubspot_conn_id)
+        payload = hubspot_connection_payload(self.name, self.description, credentials)
         existing = self._existing(client)
         if existing is not None:
             if not _is_enabled(existing):
