@@ -93,6 +93,23 @@ def read_export_file(handle: BinaryIO, source: str) -> pa.Table:
     raise ExportFileError(f"{source}: unsupported file type; expected .csv or .parquet")
 
 
+def audience_ids(table: pa.Table) -> set[str]:
+    """Audience ids with at least one membership in an export-schema table."""
+    namespaces = _map_values(table["segmentMembership"].combine_chunks())
+    return set(pc.unique(_map_keys(namespaces)).to_pylist())
+
+
+def _map_keys(array: pa.MapArray) -> pa.Array:
+    start, end = array.offsets[0].as_py(), array.offsets[-1].as_py()
+    return array.keys.slice(start, end - start)
+
+
+def _map_values(array: pa.MapArray) -> pa.Array:
+    """The values of every entry; ``.items`` alone ignores a slice's bounds."""
+    start, end = array.offsets[0].as_py(), array.offsets[-1].as_py()
+    return array.items.slice(start, end - start)
+
+
 # --- conversion -------------------------------------------------------------------------------------
 def to_export_schema(table: pa.Table, source: str) -> pa.Table:
     """Flat dotted columns are nested; nested columns are cast to the contract's types."""

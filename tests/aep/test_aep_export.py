@@ -19,7 +19,7 @@ from sandbox import aep_store, credentials, seed
 from sandbox_process import ROOT, start_sandbox
 
 from audience_sync import storage
-from audience_sync.clients.aep import AepClient, UnknownAudienceError
+from audience_sync.clients.aep import AepClient, DownloadSizeMismatch, UnknownAudienceError
 from audience_sync.file_exports import EXPORT_SCHEMA
 from audience_sync.hooks.aep import AepHook
 from audience_sync.operators.aep import AepExportFailed, ExportAudiencesOperator
@@ -150,6 +150,30 @@ def test_file_based_exports_give_the_same_rows(aep, tmp_path, fmt):
     assert result["rows"] == expected.num_rows
     columns = ["_id", "personalEmail", "person", "workAddress", "segmentMembership"]
     assert exported(result).select(columns).equals(expected.select(columns))
+
+
+def test_file_based_export_warns_about_an_audience_without_members(aep, tmp_path, capfd):
+    ids = [a["id"] for a in aep.audiences]
+    seed.write_audience_files(aep.server.db, tmp_path / "drop", "parquet", ids[:2])
+    result = operator(tmp_path, ids, source_files=str(tmp_path / "drop")).execute({})
+    assert result["audiences"] == aep.audiences and result["rows"] > 0
+    logged = capfd.readouterr().out
+    assert f"Audience {aep.audiences[2]['name']!r} ({ids[2]}) has no member in the files" in logged
+    assert f"Audience {aep.audiences[0]['name']!r}" not in logged
+
+
+def test_download_checks_the_reported_length(aep, tmp_path):
+    result = operator(tmp_path, [aep.audiences[0]["id"]]).execute({})
+    client = AepClient(AepHook())
+    batch_id = client.get_export_job(result["job_id"])["destination"]["batchId"]
+    file_id = client.list_batch_files(batch_id)[0]
+    part = client.list_file_parts(file_id)[0]
+    target = tmp_path / "again.parquet"
+    assert client.download_part(file_id, part["name"], target, part["length"]) == part["length"] == target.stat().st_size
+    with pytest.raises(DownloadSizeMismatch, match=f"wrote {part['length']} bytes, Data Access reported"):
+        client.download_part(file_id, part["name"], tmp_path / "short.parquet", part["length"] + 1)
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["again.parquet"]
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_download_throughput_on_200k_profiles(tmp_path, monkeypatch, capfd):

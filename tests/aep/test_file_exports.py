@@ -55,6 +55,15 @@ def test_csv_and_parquet_files_give_the_api_export_rows(population):
     assert identity_ids(from_csv) == identity_ids(api_shape)
 
 
+def test_audience_ids_lists_the_audiences_with_members(population):
+    files, api_shape = population
+    ids = file_exports.audience_ids(api_shape)
+    assert len(ids) == 3
+    assert file_exports.audience_ids(api_shape.slice(0, 0)) == set()
+    first = api_shape.slice(5, 1)["segmentMembership"].to_pylist()[0]
+    assert file_exports.audience_ids(api_shape.slice(5, 1)) == {key for _, inner in first for key, _ in inner}
+
+
 def test_invalid_utf8_names_file_line_and_byte(tmp_path):
     path = tmp_path / "audience-export-00000.csv"
     path.write_bytes(b"_id,personalEmail.address\np1,a@example.com\np2,b\xff@example.com\n")

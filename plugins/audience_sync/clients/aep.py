@@ -147,8 +147,9 @@ class AepClient:
         return [{"name": p["name"], "length": int(p["length"])} for p in parts if "name" in p]
 
     def download_part(self, file_id: str, name: str, destination, expected_length: int | None = None) -> int:
-        """Stream ``GET /files/{id}?path=<name>`` to a local or object-storage path, chunk by chunk,
-        written under a temporary name and renamed once its size matches the reported length."""
+        """Stream ``GET /files/{id}?path=<name>`` ("Data Access API guide": the file's bytes) to a local or
+        object-storage path chunk by chunk, under a temporary name renamed only once its size matches the
+        reported length. A broken transfer leaves nothing behind: the task's retry downloads again."""
         destination = storage.as_path(destination)
         tmp = destination.parent / f".{destination.name}.tmp"
         response = self.hook.request("GET", f"{DATA_ACCESS}/files/{file_id}", params={"path": name}, stream=True)
@@ -158,13 +159,15 @@ class AepClient:
                 for chunk in response.iter_content(CHUNK_SIZE):
                     handle.write(chunk)
                     written += len(chunk)
+            if expected_length is not None and written != expected_length:
+                raise DownloadSizeMismatch(
+                    f"AEP file {file_id} part {name!r}: wrote {written} bytes, Data Access reported {expected_length}"
+                )
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
             response.close()
-        if expected_length is not None and written != expected_length:
-            tmp.unlink(missing_ok=True)
-            raise DownloadSizeMismatch(
-                f"AEP file {file_id} part {name!r}: wrote {written} bytes, Data Access reported {expected_length}"
-            )
         tmp.rename(destination)
         return written
 

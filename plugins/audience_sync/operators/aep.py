@@ -293,6 +293,7 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         for file_id in self.client.list_batch_files(batch_id):
             for part in self.client.list_file_parts(file_id):
                 if not part["name"].endswith(".parquet"):
+                    self.log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, part["name"])
                     continue
                 path = folder / PART_NAME.format(len(paths))
                 size += self.client.download_part(file_id, part["name"], path, part["length"])
@@ -312,7 +313,7 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
     def _convert_files(self) -> dict[str, Any]:
         sources = source_paths(self.source_files)
         folder = self._output()
-        paths, rows = [], 0
+        paths, rows, found = [], 0, set()
         for number, source in enumerate(sources):
             with source.open("rb") as handle:
                 table = file_exports.read_export_file(handle, str(source))
@@ -320,7 +321,11 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
             storage.write_parquet(table, path)
             rows += table.num_rows
             paths.append(str(path))
+            found |= file_exports.audience_ids(table)
         self.log.info("Converted %d file-based export file(s) into %d profiles", len(sources), rows)
+        for audience in self._resolved:
+            if audience["id"] not in found:
+                self.log.warning("Audience %r (%s) has no member in the files", audience["name"], audience["id"])
         return self._result(paths, rows, None)
 
     def _result(self, paths: list[str], rows: int, job_id: Any) -> dict[str, Any]:
