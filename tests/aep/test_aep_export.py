@@ -169,7 +169,8 @@ def test_download_checks_the_reported_length(aep, tmp_path):
     file_id = client.list_batch_files(batch_id)[0]
     part = client.list_file_parts(file_id)[0]
     target = tmp_path / "again.parquet"
-    assert client.download_part(file_id, part["name"], target, part["length"]) == part["length"] == target.stat().st_size
+    written = client.download_part(file_id, part["name"], target, part["length"])
+    assert written == part["length"] == target.stat().st_size
     with pytest.raises(DownloadSizeMismatch, match=f"wrote {part['length']} bytes, Data Access reported"):
         client.download_part(file_id, part["name"], tmp_path / "short.parquet", part["length"] + 1)
     assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["again.parquet"]
