@@ -13,6 +13,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from audience_sync.clients.aep import AepClient
+from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
@@ -34,9 +36,6 @@ class AepExportJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll ``GET /export/jobs/{id}`` until SUCCEEDED or FAILED; an API error ends the wait with an
         ``error`` event that the operator turns into a task failure."""
-        from audience_sync.clients.aep import AepClient
-        from audience_sync.hooks.aep import AepHook
-
         client = AepClient(AepHook(self.aep_conn_id))
         while True:
             try:
