@@ -100,6 +100,16 @@ def test_a_5xx_burst_is_retried_through(aep):
     assert aep.server.admin("GET", "stats")["stats"]["injected_5xx"] > 0  # injected answers are not logged
 
 
+def test_ims_token_request_is_retried(aep, caplog):
+    aep.server.set_faults(error_rate=0.5)
+    for _ in range(40):  # each fresh hook asks IMS once; stop at the first retried answer
+        hook = AepHook(retry=FAST_RETRY)
+        assert hook.access_token().startswith("eyJ") and hook.token_requests == 1
+        if "AEP IMS token request: 50" in caplog.text:
+            break
+    assert "AEP IMS token request: 50" in caplog.text
+
+
 def test_forced_429_is_waited_out(aep):
     aep.server.set_faults(force_429=2)
     client = AepClient(AepHook(retry=FAST_RETRY))

@@ -164,17 +164,22 @@ class AepHook(RetryingApiHook):
             except (requests.ConnectionError, requests.Timeout) as error:
                 if attempt >= self.retry.max_attempts:
                     raise RetriesExhausted(self.service, 0, "IMS", f"token request: {type(error).__name__}") from None
-                time.sleep(self.retry.backoff(attempt))
+                self._ims_retry_wait(type(error).__name__, attempt, self.retry.backoff(attempt))
                 continue
             if response.ok:
                 return response
             if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.max_attempts:
                 after = retry_after_seconds(response)
-                time.sleep(after if after is not None else self.retry.backoff(attempt))
+                self._ims_retry_wait(response.status_code, attempt, after if after is not None else
+                                     self.retry.backoff(attempt))
                 continue
             error = self.error_from_response(response)
             raise ApiError(self.service, error.status, f"IMS {error.category or ''}".strip(), error.message,
                            error.request_id)
+
+    def _ims_retry_wait(self, what: object, attempt: int, delay: float) -> None:
+        log.warning("AEP IMS token request: %s, retry %d/%d in %.1fs", what, attempt, self.retry.max_attempts - 1, delay)
+        time.sleep(delay)
 
     # --- errors -----------------------------------------------------------------------------------
     def error_from_response(self, response: requests.Response) -> ApiError:
