@@ -178,7 +178,8 @@ class AepHook(RetryingApiHook):
                            error.request_id)
 
     def _ims_retry_wait(self, what: object, attempt: int, delay: float) -> None:
-        log.warning("AEP IMS token request: %s, retry %d/%d in %.1fs", what, attempt, self.retry.max_attempts - 1, delay)
+        retries = self.retry.max_attempts - 1
+        log.warning("AEP IMS token request: %s, retry %d/%d in %.1fs", what, attempt, retries, delay)
         time.sleep(delay)
 
     # --- errors -----------------------------------------------------------------------------------
