@@ -6,6 +6,8 @@ Segmentation audiences and export jobs, and Data Access downloads of the exporte
         [--latency-ms MS] [--force-429 N]
     python -m sandbox.aep reset --db PATH [--population]
 
+While serving, POST /_sandbox/reset does the same; the body ``{"population": true}`` stands for ``--population``.
+
 Audiences and the profile store are read from the db / data dir at request time, so ``sandbox.seed`` may
 run while the server is up. Public docs behind each rule are cited beside it:
   [START]  "Getting started with Experience Platform APIs"
@@ -53,12 +55,14 @@ from sandbox.aep_store import (
 )
 from sandbox.common import (
     Faults,
+    FileBody,
     HttpError,
     Request,
     Response,
     Router,
     SandboxServer,
-    _RequestHandler,
+    add_fault_arguments,
+    faults_from_args,
     new_id,
     serve,
 )
@@ -68,7 +72,6 @@ UPS = "/data/core/ups"
 EXPORT = "/data/foundation/export"
 SECRET_PARAMS = ("clientSecret", "accessToken", "refreshToken")
 MASK = "********"
-CHUNK = 1 << 20
 
 # [HUBSPOT] the HubSpot source's connection spec and its "Basic Authentication" auth spec.
 HUBSPOT_SPEC = {
@@ -108,41 +111,6 @@ class Config:
     part_rows: int
 
 
-@dataclass
-class FileBody:
-    """A response body streamed from disk in chunks (Data Access downloads can be gigabytes)."""
-
-    path: Path
-    offset: int
-    length: int
-
-
-class _StreamingHandler(_RequestHandler):
-    """The common handler, plus streamed file bodies and an ``x-request-id`` on every answer."""
-
-    def _send(self, response: Response) -> None:
-        response.headers.setdefault("x-request-id", new_id())
-        if not isinstance(response.body, FileBody):
-            super()._send(response)
-            return
-        body = response.body
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(body.length))
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        with open(body.path, "rb") as handle:
-            handle.seek(body.offset)
-            remaining = body.length
-            while remaining > 0:
-                chunk = handle.read(min(CHUNK, remaining))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                remaining -= len(chunk)
-
-
 def aep_error(status: int, code: str, title: str, detail: str, **extra: Any) -> HttpError:
     """Platform error body {type, title, status, detail} [START: "API error" bodies / troubleshooting guide]."""
     body = {"type": f"https://ns.adobe.com/aep/errors/{code}", "title": title, "status": status, "detail": detail}
@@ -158,6 +126,15 @@ def flow_error(status: int, code: str, title: str, detail: str) -> HttpError:
 def gateway_error(status: int, code: str, message: str) -> HttpError:
     """Adobe I/O gateway rejections use {error_code, message} rather than the Platform body [AUTH]."""
     return HttpError(Response(status, {"error_code": code, "message": message}))
+
+
+def _rate_limited(request: Request) -> Response:
+    """The gateway's throttling answer, for the ``force_429`` fault (Platform routes only, not IMS) [START]."""
+    return Response(429, {"error_code": "429050", "message": "Too many requests"}, headers={"Retry-After": "1"})
+
+
+def _request_id() -> dict[str, str]:
+    return {"x-request-id": new_id()}
 
 
 def _fault_response(status: int) -> Response:
@@ -239,14 +216,13 @@ class AepApp:
         self.state = open_state(db)
         self.config = config
         self.faults = faults
-        self.server: SandboxServer | None = None
         self.router = Router()
         self._routes()
 
     # --- plumbing -------------------------------------------------------------------------------------
     def _routes(self) -> None:
         add, platform = self.router.add, self._platform
-        add("POST", "/ims/token/v3", self.ims_token)
+        add("POST", "/ims/token/v3", self.ims_token, limited=False)
         add("GET", f"{FLOW}/connectionSpecs", platform(self.list_connection_specs))
         add("GET", f"{FLOW}/connectionSpecs/(?P<id>[^/]+)", platform(self.get_connection_spec))
         add("POST", f"{FLOW}/connections", platform(self.create_connection))
@@ -271,10 +247,6 @@ class AepApp:
 
     def _check_gateway(self, request: Request) -> None:
         """Headers every Platform call needs [START] [AUTH], checked in the gateway's order."""
-        if self.server is not None and self.server.take_forced_429():
-            raise HttpError(
-                Response(429, {"error_code": "429050", "message": "Too many requests"}, headers={"Retry-After": "1"})
-            )
         api_key = request.headers.get("x-api-key")
         if not api_key:
             raise gateway_error(403, "403000", "Api Key is required")
@@ -315,7 +287,7 @@ class AepApp:
             raise error(400, "BODY-0001-400", "Bad Request", "The request body is not valid JSON.") from None
         return body
 
-    def reset(self, population: bool = False) -> None:
+    def reset(self, *, population: bool = False) -> None:
         """Forget connections, jobs and exported batches (and with ``population`` the seeded catalog too)."""
         with self.state as conn:
             for table in ("connections", "jobs", "batches", "files"):
@@ -575,11 +547,7 @@ class AepApp:
         problems, dataset_id, audience_ids, statuses = self._validate_export(body)
         if problems:
             raise aep_error(400, "UPS-1422-400", "Bad Request", "; ".join(problems))
-        assert self.server is not None
-        with self.server.fault_lock:
-            fail = self.faults.fail_exports > 0
-            if fail:
-                self.faults.fail_exports -= 1
+        fail = self.faults.take("fail_exports")
         now = _now_ms()
         job = {
             "jobType": "BATCH",
@@ -771,12 +739,18 @@ class AepApp:
         )
 
 
-def build_server(host: str, port: int, db: str, config: Config, faults: Faults) -> tuple[SandboxServer, AepApp]:
+def build_server(host: str, port: int, db: str, config: Config, faults: Faults) -> SandboxServer:
     app = AepApp(db, config, faults)
-    server = SandboxServer((host, port), app.router, faults, _fault_response, app.reset, "aep")
-    server.RequestHandlerClass = _StreamingHandler
-    app.server = server
-    return server, app
+    return SandboxServer(
+        (host, port),
+        app.router,
+        faults,
+        _fault_response,
+        app.reset,
+        "aep",
+        rate_limited=_rate_limited,
+        response_headers=_request_id,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -800,23 +774,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-seconds", type=float, default=1.0)
     parser.add_argument("--part-rows", type=int, default=250_000)
     parser.add_argument("--fail-exports", type=int, default=0)
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--drop-rate", type=float, default=0.0)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--force-429", type=int, default=0)
+    add_fault_arguments(parser)
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir(args.db)
     data_dir.mkdir(parents=True, exist_ok=True)
-    faults = Faults(
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        latency_ms=args.latency_ms,
-        force_429=args.force_429,
-        fail_exports=args.fail_exports,
-    )
+    faults = faults_from_args(args, fail_exports=args.fail_exports)
     config = Config(data_dir, args.token_ttl, args.job_seconds, args.part_rows)
-    server, _ = build_server(args.host, args.port, args.db, config, faults)
-    serve(server)
+    serve(build_server(args.host, args.port, args.db, config, faults))
     return 0
 
 

@@ -4,21 +4,35 @@ Both servers are plain ``ThreadingHTTPServer`` processes with a small route tabl
 state file (so that what a run did can be inspected afterwards) and fault injection that the
 reliability tests drive at run time through ``/_sandbox/*`` admin endpoints. The admin
 endpoints are sandbox-only: no real API has them and no client code may call them.
+
+A server supplies its routes, its error format (``fault_response``), its 429 answer
+(``rate_limited``) and its reset; the framework applies the faults, answers 500 in the server's
+format when a handler fails, streams file bodies and serves the admin endpoints (a server may
+add its own to ``SandboxServer.admin``).
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import random
 import re
 import sqlite3
+import sys
 import threading
 import time
+import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
+CHUNK = 1 << 20  # streamed bodies leave in 1 MiB writes
 
 
 @dataclass
@@ -28,16 +42,49 @@ class Faults:
     error_rate: float = 0.0  # share of API calls answered with a 5xx
     drop_rate: float = 0.0  # share of API calls whose connection is closed without an answer
     latency_ms: float = 0.0  # added to every API call
-    force_429: int = 0  # the next N API calls get a 429
+    force_429: int = 0  # the next N calls to rate-limited routes get the server's 429
     token_ttl_seconds: int | None = None  # lifetime of newly issued access tokens
     fail_exports: int = 0  # AEP: the next N export jobs end FAILED
     extra: dict[str, Any] = field(default_factory=dict)  # server-specific knobs
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # not a field: asdict() leaves it out
+
     def update(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            if key not in self.__dataclass_fields__:
-                raise ValueError(f"unknown fault setting {key!r}")
-            setattr(self, key, value)
+        with self._lock:
+            for key, value in values.items():
+                if key not in self.__dataclass_fields__:
+                    raise ValueError(f"unknown fault setting {key!r}")
+                setattr(self, key, value)
+
+    def take(self, name: str) -> bool:
+        """Use up one of a countdown fault (``force_429``, ``fail_exports``); False once none are left."""
+        with self._lock:
+            left = getattr(self, name)
+            if left > 0:
+                setattr(self, name, left - 1)
+                return True
+            return False
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """Start-up values of the generic fault knobs (POST /_sandbox/faults changes them while serving)."""
+    group = parser.add_argument_group("faults")
+    group.add_argument("--error-rate", type=float, default=0.0, help="share of API calls answered with a 5xx")
+    group.add_argument("--drop-rate", type=float, default=0.0, help="share of API calls closed without an answer")
+    group.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
+    group.add_argument("--force-429", type=int, default=0, help="the first N rate-limited calls get a 429")
+
+
+def faults_from_args(args: argparse.Namespace, **fields: Any) -> Faults:
+    """``Faults`` from the flags of ``add_fault_arguments``; ``fields`` sets the server-specific ones."""
+    return Faults(
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        latency_ms=args.latency_ms,
+        force_429=args.force_429,
+        **fields,
+    )
 
 
 @dataclass
@@ -60,9 +107,18 @@ class Request:
 
 
 @dataclass
+class FileBody:
+    """A byte range of a file, streamed in ``CHUNK`` writes: downloads can be gigabytes."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass
 class Response:
     status: int
-    body: Any = None  # dict/list → JSON; bytes → sent as is
+    body: Any = None  # dict/list → JSON; bytes → sent as is; FileBody → streamed
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json;charset=utf-8"
 
@@ -78,28 +134,29 @@ class HttpError(Exception):
 Handler = Callable[[Request], Response]
 
 
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    limited: bool  # subject to the force_429 fault (token endpoints are not)
+
+
 class Router:
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+    def add(self, method: str, pattern: str, handler: Handler, limited: bool = True) -> None:
+        self._routes.append(Route(method, re.compile(f"^{pattern}$"), handler, limited))
 
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        def decorator(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
-            return handler
-
-        return decorator
-
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
-        """Return the handler, its path params, and whether the path exists for another method."""
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """Return the route, its path params, and whether the path exists for another method."""
         path_known = False
-        for route_method, pattern, handler in self._routes:
-            found = pattern.match(path)
+        for route in self._routes:
+            found = route.pattern.match(path)
             if found:
-                if route_method == method:
-                    return handler, found.groupdict(), True
+                if route.method == method:
+                    return route, found.groupdict(), True
                 path_known = True
         return None, {}, path_known
 
@@ -141,7 +198,32 @@ class StateDB:
             self._conn.executescript(self._schema)
 
 
+def _admin_error(message: str) -> HttpError:
+    return HttpError(Response(400, {"message": message}))
+
+
+def _admin_object(request: Request) -> dict[str, Any]:
+    """The optional JSON object body of an admin call."""
+    try:
+        body = request.json()
+    except ValueError as error:
+        raise _admin_error(f"the body is not valid JSON: {error}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise _admin_error("the body must be a JSON object")
+    return body
+
+
 class SandboxServer(ThreadingHTTPServer):
+    """A sandbox API server.
+
+    ``fault_response(status)`` answers injected 5xx, unknown routes, malformed JSON and handler crashes in the
+    server's error format; ``rate_limited(request)`` is its 429 for the ``force_429`` fault (rate-limited routes
+    only); ``on_reset(**options)`` takes the JSON object body of POST /_sandbox/reset as keyword arguments;
+    ``response_headers()`` gives headers every answer carries unless the handler set them.
+    """
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -152,37 +234,78 @@ class SandboxServer(ThreadingHTTPServer):
         router: Router,
         faults: Faults,
         fault_response: Callable[[int], Response],
-        on_reset: Callable[[], None],
+        on_reset: Callable[..., None],
         name: str,
+        *,
+        rate_limited: Handler,
+        response_headers: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         super().__init__(address, _RequestHandler)
         self.router = router
         self.faults = faults
         self.fault_response = fault_response
+        self.rate_limited = rate_limited
         self.on_reset = on_reset
+        self.response_headers = response_headers
         self.name = name
         self.stats_lock = threading.Lock()
         self.stats: dict[str, int] = {}
         self.request_log: list[dict[str, Any]] = []  # method, path, status, time: for tests and benchmarks
-        self.fault_lock = threading.Lock()
+        self.admin = Router()  # /_sandbox/* paths; servers may add their own
+        for method in METHODS:
+            for path, handler in (
+                ("faults", self._faults),
+                ("stats", self._stats),
+                ("requests", self._requests),
+                ("health", self._health),
+            ):
+                self.admin.add(method, f"/_sandbox/{path}", handler)
+        self.admin.add("POST", "/_sandbox/reset", self._reset)
 
     def count(self, key: str, n: int = 1) -> None:
         with self.stats_lock:
             self.stats[key] = self.stats.get(key, 0) + n
 
-    def take_forced_429(self) -> bool:
-        with self.fault_lock:
-            if self.faults.force_429 > 0:
-                self.faults.force_429 -= 1
-                return True
-            return False
+    def _faults(self, request: Request) -> Response:
+        if request.method in ("POST", "PATCH"):
+            try:
+                self.faults.update(_admin_object(request))
+            except ValueError as error:
+                raise _admin_error(str(error)) from None
+        return Response(200, asdict(self.faults))
+
+    def _reset(self, request: Request) -> Response:
+        options = _admin_object(request)
+        try:
+            inspect.signature(self.on_reset).bind(**options)
+        except TypeError as error:
+            raise _admin_error(f"unsupported reset options: {error}") from None
+        self.on_reset(**options)
+        with self.stats_lock:
+            self.stats.clear()
+            self.request_log.clear()
+        return Response(200, {"reset": True})
+
+    def _stats(self, request: Request) -> Response:
+        with self.stats_lock:
+            return Response(200, {"stats": dict(self.stats), "requests": len(self.request_log)})
+
+    def _requests(self, request: Request) -> Response:
+        since = float(request.arg("since", "0") or 0)
+        with self.stats_lock:
+            return Response(200, {"requests": [r for r in self.request_log if r["time"] >= since]})
+
+    def _health(self, request: Request) -> Response:
+        return Response(200, {"status": "ok", "server": self.name})
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"
+    # headers and body leave in separate writes: with Nagle on, a keep-alive client waits ~40 ms for each answer
+    disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log lives in /_sandbox/requests, not on stderr
 
     def _handle(self) -> None:
@@ -196,81 +319,92 @@ class _RequestHandler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
+        server = self.server
         if parts.path.startswith("/_sandbox/"):
-            self._send(self._admin(request))
+            route, _, _ = server.admin.match(request.method, request.path)
+            if route is None:
+                self._send(Response(404, {"message": "unknown sandbox admin path"}))
+            else:
+                self._send(self._run(route, request))
             return
-        faults = self.server.faults
+        faults = server.faults
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         if faults.drop_rate and random.random() < faults.drop_rate:
-            self.server.count("dropped")
+            server.count("dropped")
             self.close_connection = True
             self.connection.close()
             return
         if faults.error_rate and random.random() < faults.error_rate:
-            self.server.count("injected_5xx")
-            self._send(self.server.fault_response(random.choice([500, 502, 503])))
+            server.count("injected_5xx")
+            self._send(server.fault_response(random.choice([500, 502, 503])))
             return
-        handler, params, path_known = self.server.router.match(request.method, request.path)
-        if handler is None:
-            response = self.server.fault_response(405 if path_known else 404)
+        route, params, path_known = server.router.match(request.method, request.path)
+        request.params = params
+        if route is None:
+            response = server.fault_response(405 if path_known else 404)
+        elif route.limited and faults.take("force_429"):
+            response = server.rate_limited(request)
         else:
-            request.params = params
-            try:
-                response = handler(request)
-            except HttpError as error:
-                response = error.response
-            except json.JSONDecodeError:
-                response = self.server.fault_response(400)
-        self.server.count(f"status_{response.status}")
-        with self.server.stats_lock:
-            self.server.request_log.append(
+            response = self._run(route, request)
+        server.count(f"status_{response.status}")
+        with server.stats_lock:
+            server.request_log.append(
                 {"method": request.method, "path": request.path, "status": response.status, "time": time.time()}
             )
         self._send(response)
 
-    def _admin(self, request: Request) -> Response:
-        server = self.server
-        if request.path == "/_sandbox/faults":
-            if request.method in ("POST", "PATCH"):
-                try:
-                    server.faults.update(request.json() or {})
-                except ValueError as error:
-                    return Response(400, {"message": str(error)})
-            return Response(200, asdict(server.faults))
-        if request.path == "/_sandbox/reset" and request.method == "POST":
-            server.on_reset()
-            with server.stats_lock:
-                server.stats.clear()
-                server.request_log.clear()
-            return Response(200, {"reset": True})
-        if request.path == "/_sandbox/stats":
-            with server.stats_lock:
-                return Response(200, {"stats": dict(server.stats), "requests": len(server.request_log)})
-        if request.path == "/_sandbox/requests":
-            since = float(request.arg("since", "0") or 0)
-            with server.stats_lock:
-                return Response(200, {"requests": [r for r in server.request_log if r["time"] >= since]})
-        if request.path == "/_sandbox/health":
-            return Response(200, {"status": "ok", "server": server.name})
-        return Response(404, {"message": "unknown sandbox admin path"})
+    def _run(self, route: Route, request: Request) -> Response:
+        """The handler's answer; a crash answers 500 in the server's format and logs where (never the body)."""
+        try:
+            return route.handler(request)
+        except HttpError as error:
+            return error.response
+        except json.JSONDecodeError:
+            return self.server.fault_response(400)
+        except Exception:  # noqa: BLE001 - a sandbox bug must answer 500, not drop the connection
+            print(f"{self.server.name}: {request.method} {route.pattern.pattern} failed", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+            return self.server.fault_response(500)
 
     def _send(self, response: Response) -> None:
-        if isinstance(response.body, (bytes, bytearray)):
-            payload = bytes(response.body)
-        elif response.body is None:
-            payload = b""
+        if self.server.response_headers is not None:
+            for key, value in self.server.response_headers().items():
+                response.headers.setdefault(key, value)
+        body = response.body
+        if isinstance(body, FileBody):
+            payload, length = b"", body.length
         else:
-            payload = json.dumps(response.body).encode()
+            if isinstance(body, (bytes, bytearray)):
+                payload = bytes(body)
+            elif body is None:
+                payload = b""
+            else:
+                payload = json.dumps(body).encode()
+            length = len(payload)
         self.send_response(response.status)
-        if payload or response.status not in (204, 304):
+        if length or response.status not in (204, 304):
             self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(length))
         for key, value in response.headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if payload:
+        if isinstance(body, FileBody):
+            self._stream(body)
+        elif payload:
             self.wfile.write(payload)
+
+    def _stream(self, body: FileBody) -> None:
+        with open(body.path, "rb") as handle:
+            handle.seek(body.offset)
+            remaining = body.length
+            while remaining > 0:
+                chunk = handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 

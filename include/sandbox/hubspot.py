@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from sandbox import credentials
-from sandbox.common import Faults, Request, Response, Router, SandboxServer, _RequestHandler, serve
+from sandbox.common import (
+    Faults,
+    Request,
+    Response,
+    Router,
+    SandboxServer,
+    add_fault_arguments,
+    faults_from_args,
+    serve,
+)
 from sandbox.hubspot_store import (
     EMAIL,
     MAX_BATCH_INPUTS,
@@ -183,7 +191,6 @@ class HubSpotSandbox:
         self.limiter = Limiter()
         self.tokens: dict[str, float] = {}  # OAuth access token → expiry (kept in memory only: secrets)
         self.tokens_lock = threading.Lock()
-        self.server: SandboxServer | None = None
         self.router = Router()
         self._add_routes()
 
@@ -222,21 +229,7 @@ class HubSpotSandbox:
             for prefix in prefixes:
                 self.router.add(method, prefix + suffix, api(handler, search))
         for path in TOKEN_PATHS:
-            self.router.add("POST", path, self._guarded(self.token))
-
-    def _guarded(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        def run(request: Request) -> Response:
-            try:
-                return handler(request)
-            except HubSpotError as error:
-                return error_response(error)
-            except json.JSONDecodeError:
-                return fault_response(400)
-            except Exception:  # noqa: BLE001 - a sandbox bug must answer 500, not drop the connection
-                traceback.print_exc()
-                return fault_response(500)
-
-        return run
+            self.router.add("POST", path, self.token, limited=False)  # OAuth calls do not count against the limits
 
     def _api(self, handler: Callable[[Request, str], Response], search: bool) -> Callable[[Request], Response]:
         """Authenticate, count against the limits, run the handler, add the rate-limit headers."""
@@ -247,15 +240,33 @@ class HubSpotSandbox:
                 self.authenticate(request)
             except HubSpotError as error:
                 return error_response(error)
-            forced = self.server is not None and self.server.take_forced_429()
-            refusal, headers = self.limiter.admit(search, self.setting, forced)
+            refusal, headers = self.limiter.admit(search, self.setting, forced=False)
             if refusal is not None:
                 return error_response(refusal, headers)
-            response = self._guarded(lambda r: handler(r, version))(request)
+            try:
+                response = handler(request, version)
+            except HubSpotError as error:
+                response = error_response(error)
+            except json.JSONDecodeError:
+                response = fault_response(400)
             response.headers.update(headers)
             return response
 
         return run
+
+    def rate_limited(self, request: Request) -> Response:
+        """The ``force_429`` answer: the ten-secondly policy's refusal with the limiter's current headers.
+
+        Authentication still comes first, as on every API call: a bad token answers 401, not 429.
+        """
+        try:
+            self.authenticate(request)
+        except HubSpotError as error:
+            return error_response(error)
+        search = request.method == "POST" and request.path.endswith("/search")
+        refusal, headers = self.limiter.admit(search, self.setting, forced=True)
+        assert refusal is not None
+        return error_response(refusal, headers)
 
     # ---- auth --------------------------------------------------------------------------------------------
 
@@ -563,24 +574,19 @@ def _query_list(request: Request, name: str) -> list[str] | None:
     return names or None
 
 
-class _HubSpotRequestHandler(_RequestHandler):
-    """common's handler plus GET /_sandbox/contacts, the state dump tests compare against."""
-
-    # headers and body leave in two writes: with Nagle on, a keep-alive client waits ~40 ms for each answer
-    disable_nagle_algorithm = True
-
-    def _admin(self, request: Request) -> Response:
-        if request.path == "/_sandbox/contacts" and request.method == "GET":
-            return Response(200, {"contacts": self.server.sandbox.store.all_contacts()})
-        return super()._admin(request)
-
-
 def build_server(host: str, port: int, store: ContactStore, faults: Faults, defaults: dict[str, Any]) -> SandboxServer:
     sandbox = HubSpotSandbox(store, faults, defaults)
-    server = SandboxServer((host, port), sandbox.router, faults, fault_response, sandbox.reset, "hubspot")
-    server.RequestHandlerClass = _HubSpotRequestHandler
-    server.sandbox = sandbox
-    sandbox.server = server
+    server = SandboxServer(
+        (host, port),
+        sandbox.router,
+        faults,
+        fault_response,
+        sandbox.reset,
+        "hubspot",
+        rate_limited=sandbox.rate_limited,
+    )
+    # the state dump tests compare against
+    server.admin.add("GET", "/_sandbox/contacts", lambda request: Response(200, {"contacts": store.all_contacts()}))
     return server
 
 
@@ -600,10 +606,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--token-ttl", type=int, default=1800, help="OAuth access token lifetime in seconds")
     parser.add_argument("--validation-rules", default="", help="comma-separated properties 2026-09 writes must set")
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--drop-rate", type=float, default=0.0)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--force-429", type=int, default=0)
+    add_fault_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -625,14 +628,7 @@ def main(argv: list[str] | None = None) -> None:
         "index_delay_seconds": args.index_delay,
         "validation_rules": [r for r in args.validation_rules.split(",") if r],
     }
-    faults = Faults(
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        latency_ms=args.latency_ms,
-        force_429=args.force_429,
-        token_ttl_seconds=args.token_ttl,
-        extra=dict(defaults),
-    )
+    faults = faults_from_args(args, token_ttl_seconds=args.token_ttl, extra=dict(defaults))
     serve(build_server(args.host, args.port, store, faults, defaults))
 
 
