@@ -159,6 +159,8 @@ def _identity_map(email: pa.ChunkedArray, ecid: pa.ChunkedArray) -> pa.Array:
     return pa.MapArray.from_arrays(pa.array(offsets), keys, items, type=IDENTITY_MAP_TYPE, mask=pa.array(counts == 0))
 
 
+# Also in audience_sync.file_exports, on purpose: the sandbox stands in for Adobe, so it builds the export shape
+# without the product's code; sharing it would let a product change pass the file-vs-API export comparison tests.
 def _struct(columns: dict[str, pa.Array], type_: pa.StructType) -> pa.StructArray:
     """A struct that is null where all its fields are null (XDM objects are absent rather than empty)."""
     all_null = None
