@@ -585,7 +585,7 @@ def build_server(host: str, port: int, store: ContactStore, faults: Faults, defa
         "hubspot",
         rate_limited=sandbox.rate_limited,
     )
-    # the state dump tests compare against
+    # the state dump the tests compare against (sandbox-only, like every /_sandbox/ path)
     server.admin.add("GET", "/_sandbox/contacts", lambda request: Response(200, {"contacts": store.all_contacts()}))
     return server
 
