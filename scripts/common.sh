@@ -27,12 +27,16 @@ start_sandboxes() {
     >"$SANDBOX_DIR/aep.log" 2>&1 &
   SANDBOX_PIDS="$SANDBOX_PIDS $!"
   trap 'kill $SANDBOX_PIDS 2>/dev/null || true' EXIT
-  for port in "$HUBSPOT_PORT" "$AEP_PORT"; do
+  local name port up
+  for name in hubspot aep; do
+    [[ $name == hubspot ]] && port=$HUBSPOT_PORT || port=$AEP_PORT
+    up=""
     for _ in $(seq 100); do
-      "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/_sandbox/health', timeout=1)" \
-        2>/dev/null && break
+      if "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/_sandbox/health', timeout=1)" \
+        2>/dev/null; then up=1; break; fi
       sleep 0.2
     done
+    [[ -n $up ]] || { echo "the $name sandbox did not start; its log:" >&2; tail -20 "$SANDBOX_DIR/$name.log" >&2; exit 1; }
   done
   echo "sandboxes up: HubSpot http://127.0.0.1:$HUBSPOT_PORT, AEP http://127.0.0.1:$AEP_PORT (logs in $SANDBOX_DIR)"
 }

@@ -192,6 +192,7 @@ def upsert_file(
     """Upsert every record of ``input_path``; return counts and output paths (small: fit for XCom)."""
     if not 0 < batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}")
+    started_at = time.time()
     stem = chunk_stem(input_path)
     output_dir = storage.as_path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,8 @@ def upsert_file(
                 future.result()  # an unexpected error fails the task; finished batches stay checkpointed
             progress.maybe_log()
     progress.maybe_log(force=True)
-    return write_outputs(stem, output_dir, [outcomes[n] for n in sorted(outcomes)], local, len(frame))
+    summary = write_outputs(stem, output_dir, [outcomes[n] for n in sorted(outcomes)], local, len(frame))
+    return {**summary, "started_at": started_at, "finished_at": time.time()}
 
 
 def write_outputs(stem: str, output_dir, outcomes: list[BatchOutcome], local: BatchOutcome, rows: int) -> dict[str, Any]:

@@ -2,35 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import pytest
-from sandbox import connections, seed
-from sandbox_process import SandboxProcess, start_sandbox
-
-
-@dataclass
-class SeededAep:
-    server: SandboxProcess
-    audiences: list[dict]  # [{id, name}]
-    profiles: int
-    started: float
-
-    def requests(self, path_part: str = "", method: str | None = None) -> list[dict]:
-        """Calls the sandbox served since the fixture started (admin calls are not logged)."""
-        logged = self.server.admin("GET", f"requests?since={self.started}")["requests"]
-        return [r for r in logged if path_part in r["path"] and (method is None or r["method"] == method)]
-
-    def mark(self) -> None:
-        self.started = time.time()
-
-
-def seeded(server: SandboxProcess, monkeypatch, profiles: int, audiences: int = 3) -> SeededAep:
-    result = seed.seed_population(server.db, profiles=profiles, audiences=audiences, seed=11, dirty_rate=0.01)
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connections.aep_connection(server.url))
-    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection("http://127.0.0.1:9"))
-    return SeededAep(server, [{"id": a["id"], "name": a["name"]} for a in result.audiences], profiles, time.time())
+from aep_support import seeded
+from sandbox_process import start_sandbox
 
 
 @pytest.fixture

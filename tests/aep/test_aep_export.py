@@ -178,7 +178,7 @@ def test_download_checks_the_reported_length(aep, tmp_path):
 
 
 def test_download_throughput_on_200k_profiles(tmp_path, monkeypatch, capfd):
-    from conftest import seeded
+    from aep_support import seeded
 
     server = start_sandbox("aep", tmp_path, "--part-rows", "50000", "--job-seconds", "0.1")
     try:
