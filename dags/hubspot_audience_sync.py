@@ -20,6 +20,7 @@ from airflow.sdk import DAG, Asset, Param
 from airflow.providers.standard.operators.python import BranchPythonOperator
 
 from audience_sync.config import load_sync_config
+from audience_sync.retry_policy import SYNC_RETRY_POLICY
 from audience_sync.operators.aep import EnsureHubSpotConnectionOperator, ExportAudiencesOperator
 from audience_sync.operators.hubspot import (
     EnsureAudiencePropertiesOperator,
@@ -33,12 +34,11 @@ from audience_sync.operators.sync import (
     log_failure_summary,
     record_duration,
 )
-from audience_sync.storage import base_path, run_folder
+from audience_sync.storage import run_folder
 
 config = load_sync_config()
-MAPPED_CONTACTS = Asset(
-    name="hubspot_audience_sync_mapped_contacts", uri=f"{str(base_path()).rstrip('/')}/runs/hubspot_audience_sync"
-)
+# Other DAGs can schedule on this; each event's extra names the run folder holding the mapped Parquet.
+MAPPED_CONTACTS = Asset(name="hubspot_audience_sync_mapped_contacts")
 
 
 def _choose_writes(params: dict, **_) -> list[str]:
@@ -65,6 +65,7 @@ with DAG(
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": log_failure_summary,
         "on_success_callback": record_duration,
+        "retry_policy": SYNC_RETRY_POLICY,
     },
     params={
         "audiences": Param(
@@ -159,6 +160,7 @@ with DAG(
         expected="{{ ti.xcom_pull(task_ids='finalize_snapshot')['expected_counts_path'] }}",
         tolerance=config.validation_tolerance,
         max_wait_s=config.validation_max_wait_seconds,
+        poll_s=config.validation_poll_seconds,
     )
 
     run_report = RunReportOperator(

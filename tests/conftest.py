@@ -14,9 +14,9 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-tests-")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-for folder in ("plugins", "include", "tests"):
+for folder in ("plugins", "include", "tests", "."):
     if str(ROOT / folder) not in sys.path:
-        sys.path.insert(0, str(ROOT / folder))
+        sys.path.insert(0, str((ROOT / folder).resolve()))
 
 import pytest
 from sandbox.connections import aep_connection, hubspot_connection

@@ -32,6 +32,7 @@ class SyncConfig:
     hubspot_pool_slots: int = 4
     validation_tolerance: int = 0
     validation_max_wait_seconds: int = 180
+    validation_poll_seconds: float = 2.0
 
     def resolve(self, path: str) -> str:
         """Relative paths in the config and in params are relative to the project root."""

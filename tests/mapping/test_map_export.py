@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -11,11 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from audience_sync.mapping import MAX_VALUE_LENGTH, MappingError, load_mapping, map_export
+from benchmarks.mapping_baseline import map_export_baseline
 from xdm_profiles import profile, synthetic_part, write_part
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from mapping_baseline import map_export_baseline  # noqa: E402
 
 AUDIENCES = {"seg-gold": "aep_gold", "seg-churn": "aep_churn"}
 COLUMNS = ["email", "firstname", "lastname", "address", "city", "country", "aep_gold", "aep_churn", "_profile_id"]

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
 from audience_sync.config import load_sync_config
@@ -115,6 +116,11 @@ class MapContactsOperator(BaseOperator):
         )
         ti.xcom_push(key="audiences", value=[{**a, "property": properties[a["id"]]} for a in audiences])
         ti.xcom_push(key="target_properties", value=contact_mapping.target_properties)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {
+                "mapped_paths": [str(run_dir / "map" / "mapped")],
+                "valid_contacts": mapped.counts.get("valid", 0),
+            }
         return [] if dry_run else list(plan.send_paths)
 
 
@@ -131,6 +137,8 @@ class FinalizeSnapshotOperator(BaseOperator):
         self.audiences = audiences
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.plan["dry_run"]:
+            raise AirflowSkipException("dry run: nothing was sent, so there is nothing to validate")
         run_dir = _run_dir(context)
         rejected: list[str] = []
         for result in _results(self.upsert_results):
