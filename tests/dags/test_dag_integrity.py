@@ -45,3 +45,17 @@ def test_every_dag_has_owner_tags_and_retries(dagbag):
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id}"
             assert task.retries >= 1, f"{dag_id}.{task.task_id}"
+
+
+def test_plugin_loader_leaves_the_package_alone():
+    """Airflow's plugin loader must not re-import package files as bare top-level modules."""
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    plugins_folder = Path(__file__).resolve().parents[2] / "plugins"
+    _, errors = _load_plugins_from_plugin_directory(str(plugins_folder))
+    assert errors == {}
+    import sys
+
+    for bare in ("hubspot", "aep", "mapping", "storage", "sync", "base"):
+        module = sys.modules.get(bare)
+        assert module is None or "audience_sync" not in (getattr(module, "__file__", "") or ""), bare
