@@ -13,14 +13,15 @@ sandbox_connections
 "$PY" -m airflow db migrate >/dev/null
 
 run_sync() {
-  local run_id="$1"
-  echo; echo "=== hubspot_audience_sync, run $run_id ==="
-  "$PY" -m airflow dags test hubspot_audience_sync --run-id "$run_id" >"$SANDBOX_DIR/$run_id.log" 2>&1 || {
-    echo "the run failed; its log: $SANDBOX_DIR/$run_id.log"; tail -40 "$SANDBOX_DIR/$run_id.log"; exit 1; }
-  cat "$ROOT"/data/runs/hubspot_audience_sync/"$run_id"/report.md
+  local name="$1" log="$SANDBOX_DIR/$1.log" report
+  echo; echo "=== hubspot_audience_sync: $name run (log: $log) ==="
+  "$PY" -m airflow dags test hubspot_audience_sync >"$log" 2>&1 || {
+    echo "the run failed; the end of its log:"; tail -40 "$log"; exit 1; }
+  report="$(ls -td "$ROOT"/data/runs/hubspot_audience_sync/*/ | head -1)report.md"
+  cat "$report"
 }
 
-run_sync "demo_full_$(date +%Y%m%dT%H%M%S)"
+run_sync full
 echo; echo "=== changing 1% of the profiles in AEP ==="
 "$PY" -m sandbox.seed mutate --db "$SANDBOX_DIR/aep.sqlite3" --fraction 0.01
-run_sync "demo_incremental_$(date +%Y%m%dT%H%M%S)"
+run_sync incremental
