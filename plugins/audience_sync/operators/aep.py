@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from audience_sync.clients.aep import (
     parquet_footer,
 )
 from audience_sync.hooks.aep import AepHook
+from audience_sync.templating import rendered_bool, rendered_list, rendered_optional
 from audience_sync.triggers.aep_export import AepExportJobTrigger
 
 DEFAULT_CONNECTION_NAME = "HubSpot connection (Airflow audience sync)"
@@ -63,23 +63,6 @@ def hubspot_connection_payload(name: str, description: str, auth_params: dict[st
         "auth": {"specName": "Basic Authentication", "params": dict(auth_params)},
         "connectionSpec": {"id": HUBSPOT_CONNECTION_SPEC_ID, "version": "1.0"},
     }
-
-
-def rendered_bool(value: Any) -> bool:
-    """A templated flag arrives as a bool with native rendering and as text without it."""
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
-
-
-def rendered_optional(value: Any) -> Any:
-    """A templated optional value rendered without native objects arrives as ``"None"`` or ``""``."""
-    return None if value is None or str(value).strip() in ("", "None") else value
-
-
-def rendered_list(value: Any) -> Any:
-    """``"['a', 'b']"`` (a list rendered as text) → ``['a', 'b']``; anything else unchanged."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        return ast.literal_eval(value.strip())
-    return value
 
 
 def _is_enabled(resource: dict[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
 from audience_sync.config import load_sync_config
+from audience_sync.templating import rendered_bool
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ def _local(folder: storage.ObjectStoragePath) -> str:
             f"{folder} is not local: mount a shared volume, or see README 'Object storage' for remote bases"
         )
     return local
-
-
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 class MapContactsOperator(BaseOperator):
@@ -90,12 +87,12 @@ class MapContactsOperator(BaseOperator):
             mapped.mapped_paths,
             _local(snapshot) if snapshot.exists() else None,
             list(properties.values()),
-            full_refresh=_as_bool(self.full_refresh),
+            full_refresh=rendered_bool(self.full_refresh),
             out_dir=_local(run_dir / "plan"),
             chunk_rows=int(self.chunk_rows),
             hold_emails=incremental.rejected_emails(mapped.rejects_path),
         )
-        dry_run = _as_bool(self.dry_run)
+        dry_run = rendered_bool(self.dry_run)
         log.info("plan: %s%s", plan.counts, " (dry run: nothing will be sent)" if dry_run else "")
         ti = context["ti"]
         ti.xcom_push(
