@@ -7,10 +7,14 @@ Runs are keyed on ``run_id``, never on the logical date, which a manual run may 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +100,41 @@ def write_json(data: Any, path: str | ObjectStoragePath) -> str:
 
 def read_json(path: str | ObjectStoragePath) -> Any:
     return json.loads(as_path(path).read_text())
+
+
+@contextlib.contextmanager
+def staged_folder(folder: ObjectStoragePath) -> Iterator[tuple[str, Callable[[str], str]]]:
+    """A local working folder for code that needs plain files (pyarrow writers, atomic renames).
+
+    Local storage: the folder itself. Object storage: a temporary folder whose files are uploaded to
+    ``folder`` when the block ends without error. Yields the local folder and a function turning a
+    local path inside it into the path it will have in ``folder``.
+    """
+    folder = as_path(folder)
+    local = local_or_none(folder)
+    if local:
+        Path(local).mkdir(parents=True, exist_ok=True)
+        yield local, lambda path: path
+        return
+    with tempfile.TemporaryDirectory(prefix="audience-sync-") as workdir:
+        yield workdir, lambda path: str(folder / Path(path).relative_to(workdir).as_posix())
+        for file in Path(workdir).rglob("*"):
+            if file.is_file():
+                target = folder / file.relative_to(workdir).as_posix()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with file.open("rb") as source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, length=8 << 20)
+
+
+def fetched(paths: list[str], workdir: str) -> list[str]:
+    """Plain local paths for ``paths``: local files as they are, remote ones downloaded into ``workdir``."""
+    local_paths = []
+    for number, value in enumerate(paths):
+        path = as_path(value)
+        local = local_or_none(path)
+        if local is None:
+            local = str(Path(workdir) / f"{number:05d}-{path.name}")
+            with path.open("rb") as source, open(local, "wb") as sink:
+                shutil.copyfileobj(source, sink, length=8 << 20)
+        local_paths.append(local)
+    return local_paths

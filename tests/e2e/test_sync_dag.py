@@ -6,6 +6,7 @@ parts AEP exported, and compared record for record with what the HubSpot sandbox
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -129,3 +130,24 @@ def test_rerunning_the_same_run_duplicates_nothing(world):
     assert world.contacts().keys() == contacts.keys()
     # Every batch of the first try is checkpointed: the rerun sends no contact again.
     assert upsert_requests(world.hubspot_requests(since)) == []
+
+
+def test_object_storage_base_path(world, monkeypatch):
+    """A non-local base (fsspec's in-memory filesystem stands in for S3/GCS): every intermediate
+    file goes through Airflow's object storage, and the run is as complete as on local disk."""
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+    from audience_sync.storage import _safe
+    from e2e_support import load_dag
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    attach("memory", fs=MemoryFileSystem())  # what a provider does for s3:// or gs://
+    monkeypatch.setenv("AUDIENCE_SYNC_BASE_PATH", "memory://audience-sync-e2e")
+    dag_run = load_dag().test()
+    assert str(dag_run.state) == "success"
+    folder = ObjectStoragePath("memory://audience-sync-e2e") / "runs" / "hubspot_audience_sync" / _safe(dag_run.run_id)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["contacts"]["created"] == len(world.contacts()) > 1000
+    assert list((folder / "plan" / "send").iterdir())
+    assert (ObjectStoragePath("memory://audience-sync-e2e") / "state" / "hubspot_audience_sync" / "snapshot.parquet").exists()
+    assert not (world.base / "runs").exists()

@@ -7,6 +7,8 @@ Each is thin: it resolves run-scoped paths, calls the pure functions in ``mappin
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -25,16 +27,6 @@ SNAPSHOT_NAME = "snapshot.parquet"
 
 def _run_dir(context: Context) -> storage.ObjectStoragePath:
     return storage.run_folder(context["dag"].dag_id, context["run_id"])
-
-
-def _local(folder: storage.ObjectStoragePath) -> str:
-    """The pure functions work on local files; remote bases are staged by the storage layer."""
-    local = storage.local_or_none(folder)
-    if local is None:
-        raise NotImplementedError(
-            f"{folder} is not local: mount a shared volume, or see README 'Object storage' for remote bases"
-        )
-    return local
 
 
 class MapContactsOperator(BaseOperator):
@@ -72,41 +64,53 @@ class MapContactsOperator(BaseOperator):
         contact_mapping = mapping.load_mapping(config.resolve(self.mapping_path))
         audiences = self.export["audiences"]
         properties = naming.audience_property_names(audiences, self.property_prefix)
-        part_paths = [_local(storage.as_path(p)) for p in self.export["paths"]]
-
-        started = time.monotonic()
-        mapped = mapping.map_export(
-            part_paths, contact_mapping, properties, out_dir=_local(run_dir / "map"), chunk_rows=int(self.chunk_rows)
-        )
-        map_seconds = time.monotonic() - started
-        log.info("mapped %d exported profiles: %s", mapped.counts.get("exported", 0), mapped.counts)
-
-        started = time.monotonic()
         snapshot = storage.state_folder(context["dag"].dag_id) / SNAPSHOT_NAME
-        plan = incremental.plan(
-            mapped.mapped_paths,
-            _local(snapshot) if snapshot.exists() else None,
-            list(properties.values()),
-            full_refresh=rendered_bool(self.full_refresh),
-            out_dir=_local(run_dir / "plan"),
-            chunk_rows=int(self.chunk_rows),
-            hold_emails=incremental.rejected_emails(mapped.rejects_path),
-        )
+        previous = str(snapshot) if snapshot.exists() else None
+
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            run_dir
+        ) as (work, published):
+            started = time.monotonic()
+            mapped = mapping.map_export(
+                storage.fetched(self.export["paths"], downloads),
+                contact_mapping,
+                properties,
+                out_dir=os.path.join(work, "map"),
+                chunk_rows=int(self.chunk_rows),
+            )
+            map_seconds = time.monotonic() - started
+            log.info("mapped %d exported profiles: %s", mapped.counts.get("exported", 0), mapped.counts)
+
+            started = time.monotonic()
+            plan = incremental.plan(
+                mapped.mapped_paths,
+                storage.fetched([previous], downloads)[0] if previous else None,
+                list(properties.values()),
+                full_refresh=rendered_bool(self.full_refresh),
+                out_dir=os.path.join(work, "plan"),
+                chunk_rows=int(self.chunk_rows),
+                hold_emails=incremental.rejected_emails(mapped.rejects_path),
+            )
+            plan_seconds = time.monotonic() - started
+            mapped_paths = [published(p) for p in mapped.mapped_paths]
+            rejects_path = published(mapped.rejects_path)
+            send_paths = [published(p) for p in plan.send_paths]
+            next_snapshot = published(plan.next_snapshot_path)
         dry_run = rendered_bool(self.dry_run)
         log.info("plan: %s%s", plan.counts, " (dry run: nothing will be sent)" if dry_run else "")
         ti = context["ti"]
         ti.xcom_push(
             key="plan",
             value={
-                "map": {"counts": mapped.counts, "duration_s": round(map_seconds, 3), "rejects_path": mapped.rejects_path},
+                "map": {"counts": mapped.counts, "duration_s": round(map_seconds, 3), "rejects_path": rejects_path},
                 "plan": {
                     "counts": plan.counts,
                     "sent_by_audience": plan.sent_by_audience,
-                    "duration_s": round(time.monotonic() - started, 3),
+                    "duration_s": round(plan_seconds, 3),
                 },
-                "send_paths": plan.send_paths,
-                "next_snapshot": plan.next_snapshot_path,
-                "previous_snapshot": plan.previous_snapshot_path,
+                "send_paths": send_paths,
+                "next_snapshot": next_snapshot,
+                "previous_snapshot": previous,
                 "dry_run": dry_run,
                 "full_refresh": plan.full_refresh,
             },
@@ -115,10 +119,10 @@ class MapContactsOperator(BaseOperator):
         ti.xcom_push(key="target_properties", value=contact_mapping.target_properties)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
-                "mapped_paths": [str(run_dir / "map" / "mapped")],
+                "mapped_paths": mapped_paths,
                 "valid_contacts": mapped.counts.get("valid", 0),
             }
-        return [] if dry_run else list(plan.send_paths)
+        return [] if dry_run else send_paths
 
 
 class FinalizeSnapshotOperator(BaseOperator):
@@ -137,16 +141,22 @@ class FinalizeSnapshotOperator(BaseOperator):
         if self.plan["dry_run"]:
             raise AirflowSkipException("dry run: nothing was sent, so there is nothing to validate")
         run_dir = _run_dir(context)
-        rejected: list[str] = []
-        for result in _results(self.upsert_results):
-            rejected += incremental.rejected_emails(_local(storage.as_path(result["rejects_path"])), exclude_categories=())
-        candidate = incremental.next_snapshot_without(
-            self.plan["next_snapshot"],
-            rejected,
-            previous_snapshot_path=self.plan["previous_snapshot"],
-            out_path=_local(run_dir / "plan" / "snapshot-candidate.parquet"),
-        )
-        expected = incremental.expected_counts(candidate, [a["property"] for a in self.audiences])
+        results = _results(self.upsert_results)
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            run_dir / "plan"
+        ) as (work, published):
+            rejected: list[str] = []
+            for rejects in storage.fetched([r["rejects_path"] for r in results], downloads):
+                rejected += incremental.rejected_emails(rejects, exclude_categories=())
+            previous = self.plan["previous_snapshot"]
+            local_candidate = incremental.next_snapshot_without(
+                storage.fetched([self.plan["next_snapshot"]], downloads)[0],
+                rejected,
+                previous_snapshot_path=storage.fetched([previous], downloads)[0] if previous else None,
+                out_path=os.path.join(work, "snapshot-candidate.parquet"),
+            )
+            expected = incremental.expected_counts(local_candidate, [a["property"] for a in self.audiences])
+            candidate = published(local_candidate)
         expected_path = storage.write_json(expected, run_dir / "expected_counts.json")
         log.info("snapshot candidate keeps %d upsert-rejected record(s) out; expected counts written", len(rejected))
         return {"snapshot_candidate": candidate, "expected_counts_path": expected_path, "upsert_rejected": len(rejected)}
