@@ -143,7 +143,11 @@ with DAG(
         output_dir="{{ run_folder(dag.dag_id, run_id) }}/upsert",
         batch_size="{{ params.batch_size }}",
         threads=config.upsert_threads,
-        rate_share=1 / config.hubspot_pool_slots,
+        # The pool runs at most `slots` upserts at once; each takes its share of the rate budget
+        # (a run with fewer chunks than slots gives each chunk a larger share).
+        rate_share=(
+            "{{ 1.0 / ([%d, ti.xcom_pull(task_ids='map_contacts') | length] | min) }}" % config.hubspot_pool_slots
+        ),
         pool=config.hubspot_pool,
     ).expand(input_path=map_contacts.output)
 
