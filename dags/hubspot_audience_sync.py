@@ -16,11 +16,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param
 from airflow.providers.standard.operators.python import BranchPythonOperator
-
+from airflow.sdk import DAG, Asset, Param
 from audience_sync.config import load_sync_config
-from audience_sync.retry_policy import SYNC_RETRY_POLICY
 from audience_sync.operators.aep import EnsureHubSpotConnectionOperator, ExportAudiencesOperator
 from audience_sync.operators.hubspot import (
     EnsureAudiencePropertiesOperator,
@@ -31,19 +29,16 @@ from audience_sync.operators.sync import (
     FinalizeSnapshotOperator,
     MapContactsOperator,
     RunReportOperator,
+    choose_writes,
     log_failure_summary,
     record_duration,
 )
+from audience_sync.retry_policy import SYNC_RETRY_POLICY
 from audience_sync.storage import run_folder
 
 config = load_sync_config()
-# Other DAGs can schedule on this; each event's extra names the run folder holding the mapped Parquet.
+# Other DAGs can schedule on this; each event's extra lists the run's mapped Parquet files.
 MAPPED_CONTACTS = Asset(name="hubspot_audience_sync_mapped_contacts")
-
-
-def _choose_writes(params: dict, **_) -> list[str]:
-    """A dry run goes straight to the report; otherwise both paths run."""
-    return ["run_report"] if params["dry_run"] else ["ensure_audience_properties", "run_report"]
 
 
 with DAG(
@@ -129,7 +124,7 @@ with DAG(
         outlets=[MAPPED_CONTACTS],
     )
 
-    choose_writes = BranchPythonOperator(task_id="dry_run_or_write", python_callable=_choose_writes)
+    choose_writes = BranchPythonOperator(task_id="dry_run_or_write", python_callable=choose_writes)
 
     ensure_properties = EnsureAudiencePropertiesOperator(
         task_id="ensure_audience_properties",

@@ -29,6 +29,13 @@ def _run_dir(context: Context) -> storage.ObjectStoragePath:
     return storage.run_folder(context["dag"].dag_id, context["run_id"])
 
 
+def choose_writes(params: dict, **_: Any) -> list[str]:
+    """Branch after mapping: a dry run goes straight to the report; otherwise both paths run."""
+    if rendered_bool(params["dry_run"]):
+        return ["run_report"]
+    return ["ensure_audience_properties", "run_report"]
+
+
 class MapContactsOperator(BaseOperator):
     """Map the AEP export to HubSpot contacts and plan what this run must send.
 
