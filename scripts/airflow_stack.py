@@ -48,7 +48,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def standalone_env(home: Path, **overrides: str) -> dict[str, str]:
+def standalone_env(home: Path) -> dict[str, str]:
     """The settings every stack here needs, on top of ``os.environ`` (connections, base path, executor...).
 
     No token: the simple auth manager makes everyone admin. The api-server listens on a free loopback
@@ -61,7 +61,7 @@ def standalone_env(home: Path, **overrides: str) -> dict[str, str]:
     sync_config = home / "sync_config.yaml"
     source = Path(os.environ.get("AUDIENCE_SYNC_CONFIG") or ROOT / "include" / "sync_config.yaml")
     sync_config.write_text(yaml.safe_dump({**yaml.safe_load(source.read_text()), "schedule": None}))
-    env = {
+    return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AUDIENCE_SYNC_CONFIG": str(sync_config),
@@ -81,8 +81,6 @@ def standalone_env(home: Path, **overrides: str) -> dict[str, str]:
             [str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
     }
-    env.update(overrides)
-    return env
 
 
 def airflow(*args: str, env: dict[str, str]) -> None:

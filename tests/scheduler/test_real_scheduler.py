@@ -46,6 +46,7 @@ def test_triggered_run_syncs_hubspot_under_the_real_scheduler(tmp_path, monkeypa
         assert tasks[("upsert_contacts", 0)]["pool"] == "hubspot_api"
 
         run_id = run["dag_run_id"]
+        assert api.json("GET", f"dags/{DAG_ID}/dagRuns")["total_entries"] == 1  # no scheduled run besides
         export_log = api.task_log(DAG_ID, run_id, "export_audiences")
         assert "Started AEP export job" in export_log
         upsert_log = api.task_log(DAG_ID, run_id, "upsert_contacts", map_index=0)
