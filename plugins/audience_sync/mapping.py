@@ -344,7 +344,7 @@ def _gather(batch: pa.RecordBatch, mapping_field: FieldMapping, clean) -> _Candi
 def _pick(candidates: _Candidates, is_good, num_rows: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Per profile, its best candidate (good ones first, then by order, then export order), whether that
     one is good, and whether the profile had no candidate at all."""
-    if not candidates.rows:
+    if not sum(len(r) for r in candidates.rows):  # e.g. a batch in which no profile has an email at all
         return pa.nulls(num_rows, pa.string()), np.zeros(num_rows, dtype=bool), np.ones(num_rows, dtype=bool)
     rows = np.concatenate(candidates.rows)
     values = pa.concat_arrays([v.cast(pa.string()) for v in candidates.values])
