@@ -39,7 +39,11 @@ def fast_retries(monkeypatch, seconds: float = 1.0) -> None:
 
 
 def rejects_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*rejects*.parquet"))
+    """Every rejects file under ``folder`` (map: ``map/rejects/*.parquet``, upsert: ``*.rejects.parquet``),
+    known by its columns rather than its name."""
+    return sorted(
+        p for p in folder.rglob("*.parquet") if {"category", "reason"} <= set(pq.read_schema(p).names)
+    )
 
 
 def assert_rejects_explained(folder: Path) -> int:
@@ -59,7 +63,8 @@ def assert_world_matches(world: e2e_support.SyncWorld, run: dict) -> dict:
     expected = e2e_support.expected_contacts(run["folder"] / "export", world.audiences)
     assert expected
     e2e_support.assert_hubspot_matches(world.contacts(), expected)  # contacts() also refuses duplicates
-    assert_rejects_explained(run["folder"])
+    # The seeded population is 2% dirty: the map step always rejects some profiles.
+    assert assert_rejects_explained(run["folder"]) > 0
     return expected
 
 
