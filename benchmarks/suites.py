@@ -1,0 +1,276 @@
+"""The four benchmarks: upsert throughput, mapping, incremental sync, the whole DAG.
+
+Each takes a working directory and its sizes, runs against the sandboxes on loopback and returns a
+dict of figures (and, for the upsert, the request times the chart draws).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.support import (
+    MAPPING_PATH,
+    RECORDS_PER_REQUEST,
+    ROOT,
+    contacts_in_hubspot,
+    ensure_audience_properties,
+    export_parts,
+    hubspot_client,
+    run_json,
+    seeded_export,
+    upsert_times,
+    window_fill,
+)
+
+INTERVAL_S = 10.0
+
+
+def _hubspot(workdir: Path, rate_limit: int):
+    from sandbox_process import start_sandbox
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    # --index-delay 0: the sandbox indexes each write for search as the next write arrives. With a delay,
+    # the first write after the limiter's idle gap indexes the whole previous window (~19,000 contacts) in
+    # about a second, a stall real HubSpot (which indexes asynchronously) does not have.
+    return start_sandbox(
+        "hubspot",
+        workdir,
+        *("--rate-limit", str(rate_limit), "--interval-ms", str(int(INTERVAL_S * 1000)), "--index-delay", "0"),
+    )
+
+
+# --- 1. upsert throughput ---------------------------------------------------------------------------------
+def upsert_throughput(
+    workdir: Path, contacts: int, rate_limit: int, threads: int, input_path: str, properties: list[str]
+) -> dict:
+    """``upsert_file`` with the real hook/client over HTTP against a sandbox enforcing ``rate_limit`` / 10 s."""
+    from audience_sync.hooks.hubspot import DEFAULT_RATE_LIMIT
+    from audience_sync.ratelimit import SAFETY_MARGIN
+    from audience_sync.upsert import upsert_file
+
+    sandbox = _hubspot(workdir, rate_limit)
+    try:
+        client = hubspot_client(sandbox.url)
+        ensure_audience_properties(client, properties)
+        # The setup calls count in HubSpot's window but not in the upsert hook's fresh limiter (it reads the
+        # window's size from the answers, not how full it is): let the window empty first.
+        time.sleep(INTERVAL_S)
+        client = hubspot_client(sandbox.url)  # a fresh hook: its limiter starts from the configured default
+        since = time.time()
+        before_429 = sandbox.admin("GET", "stats")["stats"].get("status_429", 0)
+        started = time.perf_counter()
+        summary = upsert_file(client, input_path, workdir / "upsert", threads=threads, progress_every_s=5.0)
+        elapsed = time.perf_counter() - started
+        stats = sandbox.admin("GET", "stats")["stats"]
+        times = upsert_times(sandbox, since)
+        stored = contacts_in_hubspot(sandbox)
+    finally:
+        sandbox.stop()
+    import pyarrow.parquet as pq
+
+    sent = {e.strip().lower() for e in pq.read_table(input_path, columns=["email"]).column("email").to_pylist()}
+    rejected = summary["rejected"]
+    ceiling = rate_limit * RECORDS_PER_REQUEST / INTERVAL_S
+    rate = contacts / elapsed
+    # Fastest schedule a rolling window allows from an empty window: request k leaves at floor(k / limit) × W.
+    requests = summary["requests"]
+    allowed = max(1, math.floor(rate_limit * (1 - SAFETY_MARGIN)))
+    fastest_s = math.floor((requests - 1) / rate_limit) * INTERVAL_S
+    return {
+        "contacts": contacts,
+        "rate_limit": f"{rate_limit}/{INTERVAL_S:.0f}s",
+        "threads": threads,
+        "limiter_default_before_first_answer": DEFAULT_RATE_LIMIT,
+        "limiter_margin": SAFETY_MARGIN,
+        "limiter_allowed_per_window": allowed,
+        "seconds": round(elapsed, 2),
+        "records_per_second": round(rate, 1),
+        "ceiling_records_per_second": ceiling,
+        "ratio_to_ceiling": round(rate / ceiling, 4),
+        "bound_seconds_records_over_ceiling": round(contacts / ceiling, 2),
+        "bound_seconds_rolling_window_from_empty": fastest_s,
+        "window_fill": window_fill(times, rate_limit, allowed, INTERVAL_S),
+        "requests": requests,
+        "status_429": stats.get("status_429", 0) - before_429,
+        "rejected": rejected,
+        "created": summary["created"],
+        "records_lost": len(sent - stored) - rejected,
+        "request_times": [round(t - times[0], 4) for t in times] if times else [],
+    }
+
+
+# --- 2. mapping ---------------------------------------------------------------------------------------------
+def mapping_speed(workdir: Path, profiles: int, baseline_profiles: int) -> dict:
+    """Vectorised ``map_export`` on ``profiles`` nested profiles vs the per-row baseline on a sample, each in
+    its own process (peak RSS per process)."""
+    started = time.perf_counter()
+    parts, properties, db = seeded_export(workdir, profiles)
+    sample = export_parts(db, list(properties), workdir / "sample", limit=baseline_profiles)
+    generated_s = time.perf_counter() - started
+    audiences = json.dumps(properties)
+    fast = run_json(["benchmarks.map_worker", "vectorised", str(workdir / "fast"), audiences, *parts])
+    fast_sample = run_json(["benchmarks.map_worker", "vectorised", str(workdir / "fast-sample"), audiences, *sample])
+    slow = run_json(["benchmarks.map_worker", "baseline", str(workdir / "slow"), audiences, *sample])
+    fast_rate = profiles / fast["seconds"]
+    slow_rate = baseline_profiles / slow["seconds"]
+    same_size_rate = baseline_profiles / fast_sample["seconds"]
+    return {
+        "profiles": profiles,
+        "parts": len(parts),
+        "generate_seconds": round(generated_s, 1),
+        "vectorised_seconds": round(fast["seconds"], 2),
+        "vectorised_profiles_per_second": round(fast_rate),
+        "vectorised_peak_rss_mib": round(fast["peak_rss_bytes"] / 2**20, 1),
+        "vectorised_counts": fast["counts"],
+        "baseline_profiles": baseline_profiles,
+        "baseline_seconds": round(slow["seconds"], 2),
+        "baseline_profiles_per_second": round(slow_rate),
+        "baseline_peak_rss_mib": round(slow["peak_rss_bytes"] / 2**20, 1),
+        "ratio_per_profile_throughput": round(fast_rate / slow_rate, 1),
+        "ratio_note": (
+            f"vectorised throughput on {profiles:,} profiles / baseline throughput on a {baseline_profiles:,} sample"
+        ),
+        "vectorised_on_sample_seconds": round(fast_sample["seconds"], 3),
+        "ratio_same_sample": round(same_size_rate / slow_rate, 1),
+        "counts_agree_on_sample": fast_sample["counts"] == slow["counts"],
+    }
+
+
+# --- 3. incremental -----------------------------------------------------------------------------------------
+def _sync_once(
+    client, parts: list[str], properties: dict[str, str], previous: str | None, out: Path, threads: int
+) -> dict:
+    """What the DAG does, through the same functions: map → plan → upsert each chunk → committable snapshot."""
+    from audience_sync import incremental
+    from audience_sync.mapping import load_mapping, map_export
+    from audience_sync.upsert import upsert_file
+
+    mapped = map_export(parts, load_mapping(MAPPING_PATH), properties, str(out / "map"))
+    planned = incremental.plan(
+        mapped.mapped_paths,
+        previous,
+        list(properties.values()),
+        False,
+        str(out / "plan"),
+        hold_emails=incremental.rejected_emails(mapped.rejects_path),
+    )
+    summaries = [upsert_file(client, p, out / "upsert", threads=threads) for p in planned.send_paths]
+    rejected = [e for s in summaries for e in incremental.rejected_emails(s["rejects_path"])]
+    snapshot = incremental.next_snapshot_without(planned.next_snapshot_path, rejected, previous)
+    return {
+        "valid": mapped.counts["valid"],
+        "plan": planned.counts,
+        "records": sum(s["sent"] for s in summaries),
+        "requests": sum(s["requests"] for s in summaries),
+        "rejected": sum(s["rejected"] for s in summaries),
+        "snapshot": snapshot,
+    }
+
+
+def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> dict:
+    from sandbox import seed as seeding
+
+    parts, properties, db = seeded_export(workdir, profiles)
+    sandbox = _hubspot(workdir / "hubspot", 100_000)  # a high limit: this measures what is sent, not how fast
+    try:
+        client = hubspot_client(sandbox.url)
+        ensure_audience_properties(client, list(properties.values()))
+        full = _sync_once(client, parts, properties, None, workdir / "run1", threads=4)
+        exported_ids = set()
+        import pyarrow.parquet as pq
+
+        for part in parts:
+            exported_ids |= set(pq.read_table(part, columns=["_id"]).column("_id").to_pylist())
+        mutated = seeding.mutate_population(db, fraction=fraction, exit_fraction=0.0)
+        changed_in_export = len(exported_ids & set(mutated.changed_ids))
+        parts2 = export_parts(db, list(properties), workdir / "export2", limit=profiles)
+        since = time.time()
+        second = _sync_once(client, parts2, properties, full["snapshot"], workdir / "run2", threads=4)
+        upserts = len(upsert_times(sandbox, since))
+        stored = contacts_in_hubspot(sandbox)
+    finally:
+        sandbox.stop()
+    return {
+        "profiles": profiles,
+        "mutated_fraction": fraction,
+        "mutated_profiles_in_export": changed_in_export,
+        "full_sync": {k: full[k] for k in ("valid", "records", "requests", "rejected")},
+        "incremental": {k: second[k] for k in ("plan", "records", "requests", "rejected")},
+        "incremental_upsert_calls_seen_by_hubspot": upserts,
+        "records_per_profile": round(second["records"] / profiles, 5),
+        "requests_per_profile": round(second["requests"] / profiles, 6),
+        "records_vs_changed_profiles": round(second["records"] / max(changed_in_export, 1), 3),
+        "contacts_in_hubspot": len(stored),
+        "records_lost": full["valid"] - full["rejected"] - len(stored),
+    }
+
+
+# --- 4. the whole DAG ---------------------------------------------------------------------------------------
+def _airflow_db() -> None:
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+def end_to_end(workdir: Path, profiles: int, pool_slots: int) -> dict:
+    """``dag.test()`` of the sync DAG against both sandboxes at HubSpot's default limit (190 / 10 s).
+
+    ``pool_slots``: the config's ``hubspot_pool_slots``; each upsert task gets 1/slots of the limit.
+    ``dag.test()`` runs mapped tasks one after another, so only 1 uses the whole budget there.
+    """
+    import pytest
+    import yaml
+    from e2e_support import run_sync, start_world
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "sync_config.yaml"
+
+    settings = yaml.safe_load((ROOT / "include" / "sync_config.yaml").read_text())
+    settings["hubspot_pool_slots"] = pool_slots
+    config.write_text(yaml.safe_dump(settings))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AUDIENCE_SYNC_CONFIG", str(config))
+    patch.setenv("AUDIENCE_SYNC_BASE_PATH", (workdir / "data").as_uri())
+    _airflow_db()
+    world = start_world(workdir, patch, profiles=profiles, aep_args=("--part-rows", "100000", "--job-seconds", "0.3"))
+    try:
+        started = time.perf_counter()
+        run = run_sync(world)
+        elapsed = time.perf_counter() - started
+        report = run["report"] or {}
+        contacts = report.get("contacts", {})
+        requests = world.hubspot_requests()
+        upserts = [r for r in requests if r["method"] == "POST" and r["path"].endswith("/batch/upsert")]
+        status_429 = sum(1 for r in requests if r["status"] == 429)
+        stored = len(world.contacts())
+    finally:
+        world.stop()
+        patch.undo()
+    records = int(contacts.get("to_send", 0))
+    bound = records / (190 * RECORDS_PER_REQUEST / INTERVAL_S)
+    return {
+        "seeded_profiles": profiles,
+        "state": run["state"],
+        "hubspot_pool_slots": pool_slots,
+        "rate_share_per_upsert_task": round(1 / pool_slots, 4),
+        "records_sent": records,
+        "upsert_requests": len(upserts),
+        "status_429": status_429,
+        "contacts_in_hubspot": stored,
+        "contacts_created": contacts.get("created"),
+        "seconds": round(elapsed, 1),
+        "lower_bound_seconds": round(bound, 1),
+        "ratio_bound_over_wall": round(bound / elapsed, 3),
+        "steps_s": {s["step"]: s["duration_s"] for s in report.get("steps", [])},
+        "upsert_rate_per_s": report.get("upsert_rate_per_s"),
+    }
+
+
+def cleanup(path: Path) -> None:
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""The benchmark code paths on toy sizes, so `make bench` cannot rot unseen. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from benchmarks.run import QUICK, run
+
+TOY = replace(
+    QUICK,
+    upsert_contacts=300,
+    mapping_profiles=3_000,
+    mapping_baseline_profiles=1_000,
+    incremental_profiles=1_500,
+    e2e_profiles=600,
+)
+
+
+def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, airflow_db):
+    for name in ("AIRFLOW_CONN_HUBSPOT_DEFAULT", "AIRFLOW_CONN_AEP_DEFAULT"):
+        monkeypatch.setenv(name, "")  # restored after the test: the benchmarks set them for themselves
+    out = tmp_path / "results"
+    run(TOY, ["upsert", "mapping", "incremental", "e2e"], out, tmp_path / "work")
+    results = json.loads((out / "latest.json").read_text())
+
+    assert results["machine"]["cpu_count"] >= 1 and results["machine"]["python"]
+    for label in ("default_limit", "scaled_limit"):
+        upsert = results["upsert"][label]
+        assert upsert["records_lost"] == 0 and upsert["rejected"] == 0
+        assert upsert["created"] == upsert["contacts"] == 300
+        assert upsert["requests"] == 3 and upsert["status_429"] == 0
+        assert upsert["records_per_second"] > 0 and upsert["ratio_to_ceiling"] > 0
+        assert 0 < upsert["window_fill"]["peak"] <= int(upsert["rate_limit"].split("/")[0])
+    assert (out / "upsert_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    mapping = results["mapping"]
+    assert mapping["vectorised_counts"]["exported"] == 3_000
+    assert mapping["counts_agree_on_sample"] is True
+    assert mapping["vectorised_peak_rss_mib"] > 0 and mapping["ratio_per_profile_throughput"] > 0
+
+    incremental = results["incremental"]
+    assert incremental["records_lost"] == 0
+    assert incremental["full_sync"]["records"] == incremental["full_sync"]["valid"] > 1_000
+    assert 0 < incremental["incremental"]["records"] <= incremental["mutated_profiles_in_export"]
+    assert incremental["incremental_upsert_calls_seen_by_hubspot"] == incremental["incremental"]["requests"]
+
+    e2e = results["e2e"]["pool_slots_1"]
+    assert e2e["state"] == "success"
+    assert e2e["contacts_in_hubspot"] == e2e["records_sent"] == e2e["contacts_created"] > 300
+    assert e2e["status_429"] == 0 and e2e["ratio_bound_over_wall"] > 0
