@@ -17,7 +17,9 @@ HEADER = (
     "segmentMembership.ups.aud-gold.status,segmentMembership.ups.aud-gold.lastQualificationTime"
 )
 GOOD_ROW = "p1,ada@example.com,,Ada,Lovelace,realized,2026-03-01T10:00:00Z"
-MAPPING_HEAD = "version: 1\nfields:\n  - source: identityMap.email\n    fallback: personalEmail.address\n    target: email\n"
+MAPPING_HEAD = (
+    "version: 1\nfields:\n  - source: identityMap.email\n    fallback: personalEmail.address\n    target: email\n"
+)
 
 
 def csv(*rows: str, header: str = HEADER) -> bytes:
@@ -58,8 +60,9 @@ def cases() -> dict[str, bytes]:
         "export_truncated.parquet": parquet[: len(parquet) // 2],
         "export_empty.csv": csv(),
         "export_zero_bytes.csv": b"",
-        "export_invalid_utf8.csv": csv(GOOD_ROW, "p2,bob@example.com,,LATIN1,Builder,realized,2026-03-01T10:00:00Z")
-        .replace(b"LATIN1", "Bé".encode("latin-1")),
+        "export_invalid_utf8.csv": csv(
+            GOOD_ROW, "p2,bob@example.com,,LATIN1,Builder,realized,2026-03-01T10:00:00Z"
+        ).replace(b"LATIN1", "Bé".encode("latin-1")),
         "export_bad_timestamp.csv": csv(GOOD_ROW, "p2,bob@example.com,,Bob,Builder,realized,yesterday at noon"),
         "export_bad_boolean.csv": csv(
             "p1,ada@example.com,maybe",

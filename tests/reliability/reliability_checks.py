@@ -3,6 +3,7 @@ reason, and no secret appears anywhere a run leaves text behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import e2e_support
 import pyarrow.parquet as pq
-from sandbox import credentials
+from sandbox import connections, credentials
 
 # Every fixed credential, plus the patterns of the access tokens the sandboxes issue at run time.
 FIXED_SECRETS = [
@@ -22,6 +23,16 @@ FIXED_SECRETS = [
     "sandbox-initial-access-token",
 ]
 HUBSPOT_ISSUED_TOKEN = re.compile(r"sandbox-at-[0-9a-f]{32}")
+
+
+def oauth_connection(url: str, **changes) -> str:
+    """The HubSpot OAuth app without a private-app token, so the hook refreshes access tokens itself.
+    The access_token extra stays: the connect task hands it to AEP's Flow Service, which
+    ``connections.hubspot_oauth_only_connection`` (it drops that extra) would make fail."""
+    conn = json.loads(connections.hubspot_connection(url))
+    del conn["password"]
+    conn.update(changes)
+    return json.dumps(conn)
 
 
 def fast_retries(monkeypatch, seconds: float = 1.0) -> None:
@@ -41,9 +52,7 @@ def fast_retries(monkeypatch, seconds: float = 1.0) -> None:
 def rejects_files(folder: Path) -> list[Path]:
     """Every rejects file under ``folder`` (map: ``map/rejects/*.parquet``, upsert: ``*.rejects.parquet``),
     known by its columns rather than its name."""
-    return sorted(
-        p for p in folder.rglob("*.parquet") if {"category", "reason"} <= set(pq.read_schema(p).names)
-    )
+    return sorted(p for p in folder.rglob("*.parquet") if {"category", "reason"} <= set(pq.read_schema(p).names))
 
 
 def assert_rejects_explained(folder: Path) -> int:

@@ -204,7 +204,13 @@ def test_audience_property_name_taken_by_another_property_leaves_hubspot_untouch
     from audience_sync.hooks.hubspot import HubSpotHook
 
     HubSpotClient(HubSpotHook()).create_property(
-        {"name": "aep_gold_members", "label": "Gold", "type": "string", "fieldType": "text", "groupName": "contactinformation"}
+        {
+            "name": "aep_gold_members",
+            "label": "Gold",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+        }
     )
     before = len(writes(hubspot_conn))
     operator = EnsureAudiencePropertiesOperator(
@@ -214,4 +220,3 @@ def test_audience_property_name_taken_by_another_property_leaves_hubspot_untouch
         operator.execute({})
     assert_clear(error.value, "aep_gold_members", "contactinformation", "nothing was written")
     assert len(writes(hubspot_conn)) == before
-

@@ -10,7 +10,6 @@ fault at a time on the full one, with the real 30-second token lifetime.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,18 +18,12 @@ import time
 
 import pendulum
 import pytest
-from e2e_support import ROOT, run_sync, start_world, upsert_requests
-from reliability_checks import assert_world_matches, fast_retries
-from sandbox import connections
+from e2e_support import ROOT, run_sync, upsert_requests
+from reliability_checks import assert_world_matches, oauth_connection
 
 
 def oauth_only(world, monkeypatch) -> None:
-    """HubSpot through the OAuth app alone (no private-app token), so the hook refreshes access tokens
-    itself. The access_token extra stays: the connect task hands it to AEP's Flow Service, which
-    ``hubspot_oauth_only_connection`` (it drops that extra) would make fail."""
-    conn = json.loads(connections.hubspot_connection(world.hubspot.url))
-    del conn["password"]
-    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", oauth_connection(world.hubspot.url))
 
 
 def token_calls(world) -> int:
@@ -42,11 +35,8 @@ def stats(sandbox) -> dict:
 
 
 @pytest.fixture
-def small_world(tmp_path, monkeypatch, airflow_db):
-    world = start_world(tmp_path, monkeypatch, profiles=400, hubspot_args=("--index-delay", "2"))
-    fast_retries(monkeypatch)
-    yield world
-    world.stop()
+def small_world(make_world):
+    return make_world(profiles=400, hubspot_args=("--index-delay", "2"))
 
 
 def test_every_fault_at_once_loses_and_duplicates_nothing(small_world, monkeypatch):
@@ -73,11 +63,8 @@ def test_every_fault_at_once_loses_and_duplicates_nothing(small_world, monkeypat
 
 
 @pytest.fixture
-def full_world(tmp_path, monkeypatch, airflow_db):
-    world = start_world(tmp_path, monkeypatch, profiles=1500)
-    fast_retries(monkeypatch)
-    yield world
-    world.stop()
+def full_world(make_world):
+    return make_world(profiles=1500)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ token that HubSpot refuses with 401.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,35 +15,23 @@ from pathlib import Path
 import pytest
 from audience_sync.hooks.base import ApiError
 from audience_sync.operators.hubspot import EnsureAudiencePropertiesOperator
-from e2e_support import run_sync, start_world
+from e2e_support import run_sync
 from reliability_checks import (
     FIXED_SECRETS,
     aep_issued_tokens,
     assert_world_matches,
-    fast_retries,
     find_secrets,
+    oauth_connection,
     run_artifacts,
     xcom_texts,
 )
-from sandbox import connections
 
 WRONG_TOKEN = "pat-na1-sandbox-9999-revoked-private-app-token"
 
 
-def oauth_connection(url: str, **changes) -> str:
-    """The OAuth app without a private-app token, so access tokens are issued (and renewed) during the run."""
-    conn = json.loads(connections.hubspot_connection(url))
-    del conn["password"]
-    conn.update(changes)
-    return json.dumps(conn)
-
-
 @pytest.fixture
-def world(tmp_path, monkeypatch, airflow_db):
-    world = start_world(tmp_path, monkeypatch, profiles=200, hubspot_args=("--index-delay", "0.2"))
-    fast_retries(monkeypatch)
-    yield world
-    world.stop()
+def world(make_world):
+    return make_world(profiles=200, hubspot_args=("--index-delay", "0.2"))
 
 
 def test_no_secret_in_logs_xcoms_files_or_errors(world, monkeypatch, capfd, caplog):
@@ -56,9 +43,7 @@ def test_no_secret_in_logs_xcoms_files_or_errors(world, monkeypatch, capfd, capl
     assert sum(1 for r in world.hubspot_requests() if r["path"].startswith("/oauth/")) >= 1
 
     # A failing run: HubSpot refuses the (revoked) private-app token with 401.
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_HUBSPOT_DEFAULT", oauth_connection(world.hubspot.url, password=WRONG_TOKEN)
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", oauth_connection(world.hubspot.url, password=WRONG_TOKEN))
     failed = run_sync(world)
     assert failed["state"] == "failed"
     assert world.hubspot.admin("GET", "stats")["stats"].get("status_401", 0) > 0
