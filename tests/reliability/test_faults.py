@@ -85,12 +85,14 @@ def test_hubspot_fault(full_world, faults):
 @pytest.mark.slow
 def test_access_token_expiring_every_30_seconds(full_world, monkeypatch):
     oauth_only(full_world, monkeypatch)
-    full_world.hubspot.set_faults(token_ttl_seconds=30, latency_ms=40)  # a run longer than one token
+    # 300 ms per HubSpot call and batches of 10: the run outlives one 30-second token.
+    full_world.hubspot.set_faults(token_ttl_seconds=30, latency_ms=300)
     started = time.monotonic()
-    run = run_sync(full_world, batch_size=25)
+    run = run_sync(full_world, batch_size=10)
     assert_world_matches(full_world, run)
     assert time.monotonic() - started > 30
     assert token_calls(full_world) >= 2
+    assert "status_401" not in stats(full_world.hubspot)  # renewed before expiry, never refused
 
 
 @pytest.mark.slow
