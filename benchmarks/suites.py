@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from benchmarks.support import (
     MAPPING_PATH,
     RECORDS_PER_REQUEST,
@@ -73,8 +75,6 @@ def upsert_throughput(
         stored = contacts_in_hubspot(sandbox)
     finally:
         sandbox.stop()
-    import pyarrow.parquet as pq
-
     sent = {e.strip().lower() for e in pq.read_table(input_path, columns=["email"]).column("email").to_pylist()}
     rejected = summary["rejected"]
     ceiling = rate_limit * RECORDS_PER_REQUEST / INTERVAL_S
@@ -184,8 +184,6 @@ def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> di
         ensure_audience_properties(client, list(properties.values()))
         full = _sync_once(client, parts, properties, None, workdir / "run1", threads=4)
         exported_ids = set()
-        import pyarrow.parquet as pq
-
         for part in parts:
             exported_ids |= set(pq.read_table(part, columns=["_id"]).column("_id").to_pylist())
         mutated = seeding.mutate_population(db, fraction=fraction, exit_fraction=0.0)
