@@ -12,6 +12,11 @@ run at the ceiling.
 The server counts a request when it arrives, somewhere between our send and its answer. The log
 therefore keeps a request "in the window" from its send until ``interval`` after its answer: a
 little throughput (one latency per window) is traded for never being over.
+
+Other clients of the same account (the previous upsert task, a parallel one, another app) fill
+the same window. ``X-HubSpot-RateLimit-Remaining`` tells how full the server's window is; what it
+counts beyond our own requests is kept as "others" slots, so a task that starts right after
+another does not burst on top of the requests still counted.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class RollingWindowLimiter:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self._slots: list[_Slot] = []
+        self._others: list[float] = []  # when each request of other clients leaves the window
         self._blocked_until = 0.0
         self._cond = threading.Condition()
 
@@ -67,6 +73,22 @@ class RollingWindowLimiter:
     def allowed(self) -> int:
         """Requests per window this process may send: limit × share less the safety margin."""
         return max(1, math.floor(self.limit * self.share * (1 - self.margin)))
+
+    @property
+    def account_allowed(self) -> int:
+        """Requests per window for everybody together: the account limit less the safety margin."""
+        return max(1, math.floor(self.limit * (1 - self.margin)))
+
+    def observe(self, remaining: int) -> None:
+        """Account for the server's count (``X-HubSpot-RateLimit-Remaining``) of requests not ours."""
+        with self._cond:
+            now = self.clock()
+            self._prune(now)
+            others = max(0, self.limit - int(remaining) - len(self._slots))
+            if others > len(self._others):
+                self._others.extend([now + self.interval_s] * (others - len(self._others)))
+            elif others < len(self._others):
+                del self._others[: len(self._others) - others]  # the oldest have left the server's window
 
     def configure(self, limit: int | None, interval_s: float | None) -> None:
         """Resize from the server's announcement (rate headers); ignores missing or absurd values."""
@@ -88,17 +110,25 @@ class RollingWindowLimiter:
             elif now - slot.done < self.interval_s:
                 keep.append(slot)
         self._slots = keep
+        self._others = [leaves for leaves in self._others if leaves > now]
 
     def _wait_time(self, now: float) -> float:
         if now < self._blocked_until:
             return self._blocked_until - now
-        if len(self._slots) < self.allowed:
+        own_excess = len(self._slots) - self.allowed + 1
+        total_excess = len(self._slots) + len(self._others) - self.account_allowed + 1
+        if own_excess <= 0 and total_excess <= 0:
             return 0.0
-        done = sorted(s.done for s in self._slots if s.done is not None)
-        excess = len(self._slots) - self.allowed  # how many must leave the window first
-        if excess < len(done):
-            return max(0.001, done[excess] + self.interval_s - now)
-        return 0.05  # every slot is in flight: an answer will wake us
+        own_leaves = sorted(s.done + self.interval_s for s in self._slots if s.done is not None)
+        waits = []
+        if own_excess > 0:  # how many of ours must leave the window first
+            waits.append(own_leaves[own_excess - 1] if own_excess <= len(own_leaves) else None)
+        if total_excess > 0:  # how many of anybody's must leave first
+            leaves = sorted(own_leaves + self._others)
+            waits.append(leaves[total_excess - 1] if total_excess <= len(leaves) else None)
+        if None in waits:
+            return 0.05  # slots in flight: an answer will wake us
+        return max(0.001, max(waits) - now)
 
     def acquire(self) -> _Slot:
         """Block until a request may be sent; the caller must ``release`` the slot on its answer."""

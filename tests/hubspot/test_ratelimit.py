@@ -71,3 +71,22 @@ def test_an_unanswered_request_frees_its_slot_eventually():
     limiter.release(limiter.acquire())
     limiter.release(limiter.acquire())
     assert 0.25 <= time.monotonic() - started < 1.0
+
+
+def test_requests_of_others_in_the_window_are_waited_for():
+    limiter = RollingWindowLimiter(limit=10, interval_s=0.3)
+    limiter.observe(remaining=2)  # the server already counts 8 requests that are not ours
+    started = time.monotonic()
+    limiter.release(limiter.acquire())  # 8 + 1 = 9 = the account's allowance (10 less the margin)
+    assert time.monotonic() - started < 0.05
+    limiter.release(limiter.acquire())  # must wait for the others to leave the window
+    assert time.monotonic() - started >= 0.28
+
+
+def test_a_share_is_not_starved_by_others_using_theirs():
+    limiter = RollingWindowLimiter(limit=10, interval_s=5, share=0.5)
+    limiter.observe(remaining=6)  # another task holds 4 of the 9
+    started = time.monotonic()
+    for _ in range(limiter.allowed):  # our own 4 still go at once
+        limiter.release(limiter.acquire())
+    assert time.monotonic() - started < 0.05

@@ -147,3 +147,13 @@ def test_server_errors_and_dropped_connections_are_retried(hs, tmp_path, caplog)
     progress = [r.getMessage() for r in caplog.records if "records (" in r.getMessage()]
     assert progress and all("rec/s" in line and "ETA" in line and "@" not in line for line in progress)
     assert progress[-1].startswith("upsert chunk-0000: 400/400 records (100%)")
+
+
+def test_a_task_starting_right_after_another_does_not_burst_into_429s(hs):
+    """Each upsert task has its own limiter; the second learns from the server how full the window is."""
+    hs.server(rate_limit=20, interval_ms=2000)
+    for _ in range(2):  # two tasks one after the other, each with a fresh hook and limiter
+        client = hs.connect()
+        for _ in range(19):
+            client.list_groups()
+    assert hs.stats().get("status_429", 0) == 0

@@ -250,6 +250,9 @@ class HubSpotHook(RetryingApiHook):
             limit = interval = None
         if limit and interval:
             self.limiter.configure(limit, interval)
+        remaining = headers.get("X-HubSpot-RateLimit-Remaining")
+        if remaining is not None and remaining.strip().lstrip("-").isdigit():
+            self.limiter.observe(int(remaining))
         if response.status_code == 429:
             limiter = self.search_limiter if self.is_search(endpoint) else self.limiter
             wait = retry_after_seconds(response)
