@@ -29,10 +29,10 @@ def hubspot_connection(url: str, *, oauth: bool = True, **extra) -> str:
 
 
 def hubspot_oauth_only_connection(url: str, **extra) -> str:
-    """An OAuth app without a private-app token: the hook refreshes access tokens itself."""
+    """An OAuth app without a private-app token: the hook refreshes access tokens itself. The
+    ``access_token`` extra stays: the connect task hands it to AEP's Flow Service."""
     conn = json.loads(hubspot_connection(url, **extra))
     del conn["password"]
-    del conn["extra"]["access_token"]
     return json.dumps(conn)
 
 

@@ -26,11 +26,9 @@ HUBSPOT_ISSUED_TOKEN = re.compile(r"sandbox-at-[0-9a-f]{32}")
 
 
 def oauth_connection(url: str, **changes) -> str:
-    """The HubSpot OAuth app without a private-app token, so the hook refreshes access tokens itself.
-    The access_token extra stays: the connect task hands it to AEP's Flow Service, which
-    ``connections.hubspot_oauth_only_connection`` (it drops that extra) would make fail."""
-    conn = json.loads(connections.hubspot_connection(url))
-    del conn["password"]
+    """The HubSpot OAuth app without a private-app token (the hook refreshes access tokens itself),
+    with ``changes`` to the connection's fields (e.g. a wrong ``password``)."""
+    conn = json.loads(connections.hubspot_oauth_only_connection(url))
     conn.update(changes)
     return json.dumps(conn)
 
