@@ -1,6 +1,6 @@
 """Run the benchmarks and write ``benchmarks/results/latest.json`` and the upsert chart.
 
-    python -m benchmarks.run [--quick] [--only upsert|mapping|incremental|e2e] [--out DIR]
+    python -m benchmarks.run [--quick] [--only upsert|mapping|incremental|e2e|download] [--out DIR]
 
 Figures are ratios against a bound or against a baseline measured in the same run; nothing here asserts
 on time, and CI never runs it (tests/benchmarks/test_bench_smoke.py runs the code paths on toy sizes).
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.support import ROOT, machine, setup_paths
 
-NAMES = ("upsert", "mapping", "incremental", "e2e")
+NAMES = ("upsert", "mapping", "incremental", "e2e", "download")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Sizes:
     incremental_profiles: int = 100_000
     e2e_profiles: int = 145_000  # seeded; about 100,000 of them are valid audience members
     e2e_pool_slots: tuple[int, ...] = (1, 4)
+    download_profiles: int = 1_000_000
 
 
 FULL = Sizes()
@@ -44,6 +45,7 @@ QUICK = Sizes(
     incremental_profiles=3_000,
     e2e_profiles=1_500,
     e2e_pool_slots=(1,),
+    download_profiles=5_000,
 )
 
 
@@ -93,6 +95,10 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
             figures = suites.end_to_end(workdir / f"e2e-{slots}", sizes.e2e_profiles, slots)
             results["e2e"][f"pool_slots_{slots}"] = figures
             print(_brief(figures), flush=True)
+    if "download" in only:
+        print(f"[download] AEP export of {sizes.download_profiles:,} seeded profiles through Data Access", flush=True)
+        results["download"] = suites.export_download(workdir / "download", sizes.download_profiles)
+        print(_brief(results["download"]), flush=True)
     for name in only:
         results[name]["measured_at"] = _now()
     results["finished_at"] = _now()

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from sandbox import aep_store, credentials, seed
-from sandbox_process import ROOT, start_sandbox
+from sandbox_process import ROOT
 
 from audience_sync import storage
 from audience_sync.clients.aep import AepClient, DownloadSizeMismatch, UnknownAudienceError
@@ -175,21 +174,6 @@ def test_download_checks_the_reported_length(aep, tmp_path):
         client.download_part(file_id, part["name"], tmp_path / "short.parquet", part["length"] + 1)
     assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["again.parquet"]
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_download_throughput_on_200k_profiles(tmp_path, monkeypatch, capfd):
-    from aep_support import seeded
-
-    server = start_sandbox("aep", tmp_path, "--part-rows", "50000", "--job-seconds", "0.1")
-    try:
-        aep = seeded(server, monkeypatch, profiles=200_000, audiences=3)
-        result = operator(tmp_path, [a["id"] for a in aep.audiences]).execute({})
-    finally:
-        server.stop()
-    download = re.search(r"profiles in \d+ part\(s\), [\d.]+ MB in [\d.]+ s \(\d+ rows/s\)", capfd.readouterr().out)
-    with capfd.disabled():
-        print(f"\nAEP export download: {result['rows']} {download.group(0)}")
-    assert result["rows"] == sum(storage.read_table(p).num_rows for p in result["paths"]) > 100_000
 
 
 DAG_FILE = """

@@ -14,6 +14,7 @@ TOY = replace(
     mapping_baseline_profiles=1_000,
     incremental_profiles=1_500,
     e2e_profiles=600,
+    download_profiles=2_000,
 )
 
 
@@ -21,7 +22,7 @@ def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, air
     for name in ("AIRFLOW_CONN_HUBSPOT_DEFAULT", "AIRFLOW_CONN_AEP_DEFAULT"):
         monkeypatch.setenv(name, "")  # restored after the test: the benchmarks set them for themselves
     out = tmp_path / "results"
-    run(TOY, ["upsert", "mapping", "incremental", "e2e"], out, tmp_path / "work")
+    run(TOY, ["upsert", "mapping", "incremental", "e2e", "download"], out, tmp_path / "work")
     results = json.loads((out / "latest.json").read_text())
 
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["python"]
@@ -49,3 +50,6 @@ def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, air
     assert e2e["state"] == "success"
     assert e2e["contacts_in_hubspot"] == e2e["records_sent"] == e2e["contacts_created"] > 300
     assert e2e["status_429"] == 0 and e2e["ratio_bound_over_wall"] > 0
+
+    download = results["download"]
+    assert download["exported_rows"] > 1_000 and download["parts"] >= 1 and download["rows_per_second"] > 0
