@@ -105,9 +105,9 @@ def test_ims_token_request_is_retried(aep, caplog):
     for _ in range(40):  # each fresh hook asks IMS once; stop at the first retried answer
         hook = AepHook(retry=FAST_RETRY)
         assert hook.access_token().startswith("eyJ") and hook.token_requests == 1
-        if "AEP IMS token request: 50" in caplog.text:
+        if "AEP IMS token request answered 50" in caplog.text:
             break
-    assert "AEP IMS token request: 50" in caplog.text
+    assert "AEP IMS token request answered 50" in caplog.text
 
 
 def test_forced_429_is_waited_out(aep):

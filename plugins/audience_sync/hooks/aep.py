@@ -29,13 +29,10 @@ import requests
 from airflow.sdk.log import mask_secret
 
 from audience_sync.hooks.base import (
-    RETRYABLE_STATUSES,
     ApiError,
-    RetriesExhausted,
     RetryingApiHook,
     RetrySettings,
     json_body,
-    retry_after_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -156,31 +153,14 @@ class AepHook(RetryingApiHook):
 
     def _post_ims(self, url: str, form: dict[str, str]) -> requests.Response:
         """IMS sits on another host than Platform and gets no gateway headers, so it has its own session."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._ims_session.post(url, data=form, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                if attempt >= self.retry.max_attempts:
-                    raise RetriesExhausted(self.service, 0, "IMS", f"token request: {type(error).__name__}") from None
-                self._ims_retry_wait(type(error).__name__, attempt, self.retry.backoff(attempt))
-                continue
-            if response.ok:
-                return response
-            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.max_attempts:
-                after = retry_after_seconds(response)
-                self._ims_retry_wait(response.status_code, attempt, after if after is not None else
-                                     self.retry.backoff(attempt))
-                continue
-            error = self.error_from_response(response)
-            raise ApiError(self.service, error.status, f"IMS {error.category or ''}".strip(), error.message,
-                           error.request_id)
-
-    def _ims_retry_wait(self, what: object, attempt: int, delay: float) -> None:
-        retries = self.retry.max_attempts - 1
-        log.warning("AEP IMS token request: %s, retry %d/%d in %.1fs", what, attempt, retries, delay)
-        time.sleep(delay)
+        response = self.send_with_retries(
+            "IMS token request", lambda: self._ims_session.post(url, data=form, timeout=self.timeout)
+        )
+        try:
+            return self.checked(response)
+        except ApiError as error:  # say which call failed: IMS, not Platform
+            error.category = f"IMS {error.category or ''}".strip()
+            raise type(error)(error.service, error.status, error.category, error.message, error.request_id) from None
 
     # --- errors -----------------------------------------------------------------------------------
     def error_from_response(self, response: requests.Response) -> ApiError:

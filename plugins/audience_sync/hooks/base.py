@@ -162,50 +162,57 @@ class RetryingApiHook(HttpHook):
         """Send one API call with retries; raise ``ApiError`` for any answer that is not 2xx or listed."""
         session = self.get_conn()
         url = f"{self.base_url}/{endpoint.lstrip('/')}"
-        renewed = False
+
+        def send() -> requests.Response:
+            self.before_request(endpoint)
+            response = session.request(method, url, json=json, params=params, stream=stream, timeout=self.timeout)
+            self.after_response(endpoint, response)
+            return response
+
+        response = self.send_with_retries(f"{method} {endpoint}", send)
+        if response.status_code == 401 and self.on_unauthorized():
+            log.info("%s answered 401; credentials renewed, retrying once", self.service)
+            response = self.send_with_retries(f"{method} {endpoint}", send)
+        return self.checked(response, ok_statuses)
+
+    def send_with_retries(self, what: str, send: Callable[[], requests.Response]) -> requests.Response:
+        """Call ``send`` until its answer is not retryable (429, 5xx) or the attempts run out, backing off
+        between tries; connection errors and timeouts are retried too. Returns the last answer."""
         attempt = 0
         while True:
             attempt += 1
-            self.before_request(endpoint)
             try:
-                response = session.request(
-                    method, url, json=json, params=params, stream=stream, timeout=self.timeout
-                )
+                response = send()
             except (requests.ConnectionError, requests.Timeout) as error:
                 if attempt >= self.retry.max_attempts:
                     raise RetriesExhausted(
-                        self.service, 0, "CONNECTION_ERROR", f"{method} {endpoint}: {type(error).__name__}"
+                        self.service, 0, "CONNECTION_ERROR", f"{what}: {type(error).__name__}"
                     ) from None
                 delay = self.retry.backoff(attempt)
                 log.warning(
-                    "%s %s %s: %s, retry %d/%d in %.1fs",
-                    self.service, method, endpoint, type(error).__name__, attempt, self.retry.max_attempts - 1, delay,
+                    "%s %s: %s, retry %d/%d in %.1fs",
+                    self.service, what, type(error).__name__, attempt, self.retry.max_attempts - 1, delay,
                 )
                 time.sleep(delay)
                 continue
-            self.after_response(endpoint, response)
-            if response.ok or response.status_code in ok_statuses:
+            if response.status_code not in RETRYABLE_STATUSES or attempt >= self.retry.max_attempts:
                 return response
-            if response.status_code == 401 and not renewed:
-                renewed = True
-                if self.on_unauthorized():
-                    log.info("%s answered 401; credentials renewed, retrying once", self.service)
-                    continue
-            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.max_attempts:
-                delay = self.retry_delay_for(response, attempt)
-                log.warning(
-                    "%s %s %s answered %d, retry %d/%d in %.1fs",
-                    self.service, method, endpoint, response.status_code, attempt, self.retry.max_attempts - 1, delay,
-                )
-                response.close()
-                time.sleep(delay)
-                continue
-            error = self.error_from_response(response)
-            if response.status_code in RETRYABLE_STATUSES:
-                raise RetriesExhausted(
-                    error.service, error.status, error.category, error.message, error.request_id, error.body
-                )
-            raise error
+            delay = self.retry_delay_for(response, attempt)
+            log.warning(
+                "%s %s answered %d, retry %d/%d in %.1fs",
+                self.service, what, response.status_code, attempt, self.retry.max_attempts - 1, delay,
+            )
+            response.close()
+            time.sleep(delay)
+
+    def checked(self, response: requests.Response, ok_statuses: tuple[int, ...] = ()) -> requests.Response:
+        """The answer itself when it is a success (or listed); otherwise the error it carries, raised."""
+        if response.ok or response.status_code in ok_statuses:
+            return response
+        error = self.error_from_response(response)
+        if response.status_code in RETRYABLE_STATUSES:
+            raise RetriesExhausted(error.service, error.status, error.category, error.message, error.request_id, error.body)
+        raise error
 
     def retry_delay_for(self, response: requests.Response, attempt: int) -> float:
         after = retry_after_seconds(response)
