@@ -90,12 +90,17 @@ def iter_parquet_batches(path: str | ObjectStoragePath, batch_size: int = 100_00
         yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size, columns=columns)
 
 
-def write_json(data: Any, path: str | ObjectStoragePath) -> str:
+def write_bytes_atomically(data: bytes, path: str | ObjectStoragePath) -> str:
+    """Temp name, then rename: a task killed mid-write never leaves a truncated file (the snapshot!)."""
     path = as_path(path)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.write_bytes(data)
     tmp.rename(path)
     return str(path)
+
+
+def write_json(data: Any, path: str | ObjectStoragePath) -> str:
+    return write_bytes_atomically(json.dumps(data, indent=2, sort_keys=True, default=str).encode(), path)
 
 
 def read_json(path: str | ObjectStoragePath) -> Any:

@@ -251,7 +251,7 @@ class RunReportOperator(BaseOperator):
         committed = None
         if not self.plan["dry_run"]:
             snapshot = storage.state_folder(context["dag"].dag_id) / SNAPSHOT_NAME
-            snapshot.write_bytes(storage.as_path(self.finalize["snapshot_candidate"]).read_bytes())
+            storage.write_bytes_atomically(storage.as_path(self.finalize["snapshot_candidate"]).read_bytes(), snapshot)
             committed = str(snapshot)
             log.info("snapshot committed to %s: the next run sends only what changes after this one", snapshot)
         return {"report": json_path, "snapshot": committed}
