@@ -2,6 +2,9 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
+# The venv's bin first on PATH, as an activated venv would: `airflow standalone` starts its parts as
+# `airflow ...` from PATH, and they must be this project's Airflow.
+export PATH="$ROOT/.venv/bin:$PATH"
 export PYTHONPATH="$ROOT/include:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export SANDBOX_DIR="${SANDBOX_DIR:-$ROOT/data/sandbox}"
 export HUBSPOT_PORT="${HUBSPOT_PORT:-8081}" AEP_PORT="${AEP_PORT:-8082}"
