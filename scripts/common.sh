@@ -14,10 +14,12 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 mkdir -p "$SANDBOX_DIR"
 
-# Point the Airflow connections at the sandbox unless the caller set real ones.
+# Point the Airflow connections at the sandbox unless the caller set real ones. HUBSPOT_CONN_FORM picks
+# hubspot_default's form: token, oauth, oauth-stale or token+oauth (default; see sandbox/connections.py).
 sandbox_connections() {
   if [[ -z "${AIRFLOW_CONN_HUBSPOT_DEFAULT:-}" && -z "${AIRFLOW_CONN_AEP_DEFAULT:-}" ]]; then
-    eval "$("$PY" -m sandbox.connections --hubspot-url "http://127.0.0.1:$HUBSPOT_PORT" --aep-url "http://127.0.0.1:$AEP_PORT")"
+    eval "$("$PY" -m sandbox.connections --hubspot-url "http://127.0.0.1:$HUBSPOT_PORT" \
+      --aep-url "http://127.0.0.1:$AEP_PORT" --hubspot-form "${HUBSPOT_CONN_FORM:-token+oauth}")"
   fi
 }
 

@@ -13,6 +13,9 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "include" / "sync_config.yaml"
+# The connect task and AEP's Flow Service HubSpot connection: make it when the HubSpot connection holds an
+# OAuth app, else skip it (auto); insist on it (required); never call AEP for it (off).
+FLOW_SERVICE_MODES = ("auto", "required", "off")
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,7 @@ class SyncConfig:
     validation_tolerance: int = 0
     validation_max_wait_seconds: int = 180
     validation_poll_seconds: float = 2.0
+    flow_service_connection: str = "auto"
 
     def resolve(self, path: str) -> str:
         """Relative paths in the config and in params are relative to the project root."""
@@ -50,7 +54,14 @@ def load_sync_config(path: str | os.PathLike | None = None) -> SyncConfig:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if raw.get("flow_service_connection") is False:  # YAML 1.1 reads a bare `off` as false
+        raw["flow_service_connection"] = "off"
     config = SyncConfig(**raw)
+    if config.flow_service_connection not in FLOW_SERVICE_MODES:
+        raise ConfigError(
+            f"{path}: flow_service_connection must be one of {', '.join(FLOW_SERVICE_MODES)}, "
+            f"not {config.flow_service_connection!r}"
+        )
     if not 1 <= config.batch_size <= 100:
         raise ConfigError(f"{path}: batch_size must be between 1 and 100 (HubSpot's batch limit)")
     if config.hubspot_pool_slots < 1:
