@@ -8,6 +8,7 @@ ports, until the api-server's health endpoint answers; then the whole group is s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_make_airflow_script_serves_health_without_an_activated_venv(tmp_path):
         AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
         AUDIENCE_SYNC_BASE_PATH=str(tmp_path / "data"),
     )
-    assert subprocess.run(["which", "airflow"], env=env, capture_output=True).returncode != 0, "airflow on PATH"
+    assert shutil.which("airflow", path=env["PATH"]) is None, "an airflow command is on PATH: not a fresh shell"
     log_path = tmp_path / "airflow_local.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
