@@ -26,7 +26,8 @@ def test_shipped_config_loads():
     assert config.audiences and config.batch_size <= 100
     assert (config.max_exit_fraction, config.max_reject_fraction, config.retention_days) == (0.10, 0.05, 30)
     assert config.max_input_bytes == 10 * 2**30 and "person.birthDate" in config.blocked_fields
-    assert config.roots("s3://aws_default@bucket/sync") == [str(PROJECT_ROOT / "include"), "s3://aws_default@bucket/sync"]
+    base = "s3://aws_default@bucket/sync"
+    assert config.roots(base) == [str(PROJECT_ROOT / "include"), base]
     assert config.resolve(config.mapping).endswith("include/mappings/default.yaml")
 
 
@@ -166,6 +167,7 @@ def test_input_size_cap(tmp_path):
 
 def test_expired_run_folders():
     now = 1_000 * 86_400.0
-    folders = [("new", now - 86_400), ("old", now - 31 * 86_400), ("older", now - 90 * 86_400), ("edge", now - 30 * 86_400)]
+    day = 86_400
+    folders = [("new", now - day), ("old", now - 31 * day), ("older", now - 90 * day), ("edge", now - 30 * day)]
     assert expired_run_folders(folders, now, 30) == ["older", "old"]
     assert expired_run_folders([], now, 30) == []

@@ -122,7 +122,10 @@ def test_compose_env_generates_missing_secrets_and_keeps_existing_ones(tmp_path)
     env_file = tmp_path / ".env"
     env_file.write_text("# mine\nAIRFLOW_UID=1000\nAIRFLOW_JWT_SECRET=kept-secret\nAIRFLOW_FERNET_KEY=\n")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "compose_env.py"), str(env_file)], capture_output=True, text=True, check=True
+        [sys.executable, str(ROOT / "scripts" / "compose_env.py"), str(env_file)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if not line.startswith("#"))
     assert values["AIRFLOW_UID"] == "1000" and values["AIRFLOW_JWT_SECRET"] == "kept-secret"
@@ -136,7 +139,8 @@ def test_compose_env_generates_missing_secrets_and_keeps_existing_ones(tmp_path)
     assert env_file.read_text() == before  # a second start changes nothing: stored connections stay readable
     from cryptography.fernet import Fernet
 
-    assert Fernet(values["AIRFLOW_FERNET_KEY"].encode()).decrypt(Fernet(values["AIRFLOW_FERNET_KEY"].encode()).encrypt(b"x")) == b"x"
+    fernet = Fernet(values["AIRFLOW_FERNET_KEY"].encode())
+    assert fernet.decrypt(fernet.encrypt(b"x")) == b"x"
 
 
 def test_init_creates_the_hubspot_pool_and_sandboxes_serve_their_ports(compose):

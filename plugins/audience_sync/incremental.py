@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -292,11 +293,12 @@ def plan(
     cur_bits = _bits(_column_words(joined, "cur:", len(set_props)), len(set_props))
     prev_bits = _bits(_column_words(joined, "prev:", len(set_props)), len(set_props))
     keep_props = set(keep_on_missing)
-    clears, next_bits = {}, []
+    clears, next_bits, losing = {}, [], np.zeros(joined.num_rows, bool)
     for name, cur_bit, prev_bit in zip(set_props, cur_bits, prev_bits, strict=True):
         keep = name in keep_props
-        had = np.ones_like(prev_bit) if full_refresh else prev_bit
-        clears[name] = send & in_cur & ~cur_bit & had & (not keep)
+        lost = in_cur & prev_bit & ~cur_bit & (not keep)  # had a value we sent, has none now
+        losing |= lost
+        clears[name] = send & in_cur & ~cur_bit & (True if full_refresh else prev_bit) & (not keep)
         next_bits.append(np.where(in_cur, cur_bit | (prev_bit & keep), prev_bit))
 
     os.makedirs(out_dir, exist_ok=True)
@@ -332,6 +334,7 @@ def plan(
         "to_update": int((send & ~in_cur).sum()),
         "cleared_values": int(sum(int(c.sum()) for c in clears.values())),
         "exiting": int(any_exit.sum()),
+        "losing_values": int(losing.sum()),
         "exported_contacts": int(in_cur.sum()),
         "previous": int(in_prev.sum()),
     }
@@ -494,18 +497,23 @@ def check_mass_change(
     """Stop a run whose plan looks like broken input rather than real change, before any write.
 
     Blocked when the export is empty while the snapshot is not, when more than ``max_exit_fraction``
-    of the snapshot's contacts would exit, or when more than ``max_reject_fraction`` of the exported
-    profiles were rejected (duplicates excluded: their winner is sent). Returns the numbers (a dry run
-    shows them); raises :class:`MassChangeBlocked` unless ``allow`` (the run param ``allow_mass_change``).
+    of the snapshot's contacts would exit, or lose a value they had (a field missing from the export
+    would clear it everywhere), or when more than ``max_reject_fraction`` of the exported profiles were
+    rejected (duplicates excluded: their winner is sent). Returns the numbers (a dry run passes
+    ``allow=True`` and shows them); raises :class:`MassChangeBlocked` unless ``allow`` (the run param
+    ``allow_mass_change``).
     """
     previous = int(plan_counts.get("previous", 0))
     exiting = int(plan_counts.get("exiting", 0))
+    losing = int(plan_counts.get("losing_values", 0))
     exported = int(map_counts.get("exported", 0))
-    rejected = int(map_counts.get("rejected", 0)) - int(map_counts.get("rejected_by_category", {}).get("DUPLICATE_EMAIL", 0))
+    duplicates = int(map_counts.get("rejected_by_category", {}).get("DUPLICATE_EMAIL", 0))
+    rejected = int(map_counts.get("rejected", 0)) - duplicates
     numbers = {
         "snapshot_contacts": previous,
         "exiting": exiting,
         "exit_fraction": round(exiting / previous, 4) if previous else 0.0,
+        "losing_values": losing,
         "max_exit_fraction": max_exit_fraction,
         "exported": exported,
         "rejected": rejected,
@@ -519,6 +527,11 @@ def check_mass_change(
         reasons.append(
             f"{exiting:,} of the snapshot's {previous:,} contacts would exit ({exiting / previous:.1%}, "
             f"limit max_exit_fraction {max_exit_fraction:.0%})"
+        )
+    if previous and losing / previous > max_exit_fraction:
+        reasons.append(
+            f"{losing:,} of the snapshot's {previous:,} contacts would have a value cleared ({losing / previous:.1%}, "
+            f"limit max_exit_fraction {max_exit_fraction:.0%}); is a mapped field missing from the export?"
         )
     if exported and rejected / exported > max_reject_fraction:
         reasons.append(
@@ -540,14 +553,18 @@ def check_mass_change(
 # ---------------------------------------------------------------------------- snapshot versioning
 
 
-def write_file_atomically(path: str, data: bytes) -> str:
-    """Temp name in the same folder, then rename: readers see the old file or the new, never half."""
+def write_file_atomically(path: str, data: bytes | None = None, copy_from: str | None = None) -> str:
+    """``data``, or a copy of the file ``copy_from``, under a temp name in the same folder, then renamed:
+    readers see the old file or the new, never half."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        if copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+        else:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -581,7 +598,8 @@ def _describe(version: str, record: dict) -> str:
     if not version:
         return "no snapshot"
     if record.get("sha256") == version:
-        return f"generation {record.get('generation')} written by run {record.get('run_id')} at {record.get('committed_at')}"
+        generation, run_id, at = record.get("generation"), record.get("run_id"), record.get("committed_at")
+        return f"generation {generation} written by run {run_id} at {at}"
     return f"version {version[:12]}"
 
 
@@ -617,11 +635,9 @@ def commit_snapshot(candidate_path: str, snapshot_path: str, expected_version: s
             "newer history with a stale plan: nothing was committed. Trigger a new run (it plans from the "
             "current snapshot) instead of clearing or retrying this one."
         )
-    with open(candidate_path, "rb") as handle:
-        data = handle.read()
-    write_file_atomically(snapshot_path, data)
+    write_file_atomically(snapshot_path, copy_from=candidate_path)
     new = {
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": snapshot_version(snapshot_path),
         "generation": int(record.get("generation") or 0) + 1,
         "run_id": run_id,
         "previous_sha256": expected_version,

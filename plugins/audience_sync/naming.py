@@ -26,7 +26,9 @@ def audience_property_name(audience_name: str, prefix: str = DEFAULT_PREFIX) -> 
     folded = unicodedata.normalize("NFKD", audience_name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "_", folded.lower()).strip("_")
     if not slug:
-        raise ConfigurationError(f"audience name {audience_name!r} has no letters or digits to build a property name from")
+        raise ConfigurationError(
+            f"audience name {audience_name!r} has no letters or digits to build a property name from"
+        )
     name = f"{prefix}{slug}"
     if not re.match(r"^[a-z]", name):
         name = f"a_{name}"

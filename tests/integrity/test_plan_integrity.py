@@ -224,3 +224,16 @@ def test_version_sidecar_is_json(tmp_path):
     snapshot = str(tmp_path / "s.parquet")
     commit_snapshot(first.next_snapshot_path, snapshot, "", "r1")
     assert json.loads(open(snapshot + incremental.VERSION_SUFFIX).read())["generation"] == 1
+
+
+def test_guard_blocks_a_field_vanishing_from_the_export(tmp_path):
+    """A mapped field missing from an export would clear it on every contact: that is a mass change too."""
+    first = run(tmp_path, "1", [row(f"{i:02d}@x.com", "F", f"City{i}", aep_gold="realized") for i in range(10)])
+    no_city = run(tmp_path, "2", [row(f"{i:02d}@x.com", "F", None, aep_gold="realized") for i in range(10)],
+                  first.next_snapshot_path)
+    assert no_city.counts["losing_values"] == 10 and no_city.counts["exiting"] == 0
+    with pytest.raises(MassChangeBlocked, match="10 of the snapshot's 10 contacts would have a value cleared"):
+        check_mass_change(no_city.counts, {"exported": 10, "rejected": 0}, 0.10, 0.05)
+    kept = run(tmp_path, "3", [row(f"{i:02d}@x.com", "F", None, aep_gold="realized") for i in range(10)],
+               first.next_snapshot_path, keep_on_missing=["city"])
+    assert check_mass_change(kept.counts, {"exported": 10, "rejected": 0}, 0.10, 0.05)["losing_values"] == 0

@@ -141,7 +141,10 @@ def test_on_missing_defaults_to_clear_and_can_keep(tmp_path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        (VALID_ROWS + "  - source: workAddress.city\n    target: city\n    on_missing: drop\n", "on_missing must be one of"),
+        (
+            VALID_ROWS + "  - source: workAddress.city\n    target: city\n    on_missing: drop\n",
+            "on_missing must be one of",
+        ),
         (VALID_ROWS.replace("target: email\n", "target: email\n    on_missing: keep\n"), "does not apply to the email"),
         (VALID_ROWS + "fields: []\n", "found duplicate key 'fields'"),
         (VALID_ROWS + "  - source: a.b\n    source: c.d\n    target: x\n", "found duplicate key 'source'"),

@@ -182,7 +182,8 @@ def test_bad_run_params_are_refused_by_the_dag(param, value):
 def snapshot_from(name: str, tmp_path: Path, audiences=AUDIENCES) -> str:
     """The snapshot a previous good run of the ``name`` export would have left."""
     result = map_file(name, tmp_path / "before", audiences=audiences)
-    return incremental.plan(result.mapped_paths, None, list(audiences.values()), False, str(tmp_path / "p0")).next_snapshot_path
+    planned = incremental.plan(result.mapped_paths, None, list(audiences.values()), False, str(tmp_path / "p0"))
+    return planned.next_snapshot_path
 
 
 def test_empty_export_against_a_non_empty_snapshot_is_blocked(tmp_path):
@@ -207,7 +208,8 @@ def test_oversized_input_file_is_refused_before_reading():
     path = CORPUS / "export_value_too_long.csv"
     with pytest.raises(InputError) as error:
         check_input_size(str(path), path.stat().st_size, 64 * 1024)
-    assert_clear(error.value, "export_value_too_long.csv", f"{path.stat().st_size:,} bytes", "65,536 bytes", "max_input_bytes")
+    size = f"{path.stat().st_size:,} bytes"
+    assert_clear(error.value, "export_value_too_long.csv", size, "65,536 bytes", "max_input_bytes")
 
 
 @pytest.mark.parametrize(
@@ -239,7 +241,8 @@ def map_split(tmp_path: Path) -> mapping.MapResult:
             table = file_exports.read_export_file(handle, name)
         parts.append(tmp_path / f"part-{number:05d}.parquet")
         pq.write_table(table, parts[-1])
-    return mapping.map_export([str(p) for p in parts], mapping.load_mapping(DEFAULT_MAPPING), SPLIT, str(tmp_path / "map"))
+    rules = mapping.load_mapping(DEFAULT_MAPPING)
+    return mapping.map_export([str(p) for p in parts], rules, SPLIT, str(tmp_path / "map"))
 
 
 def test_profile_split_across_per_audience_files_is_never_dropped_silently(tmp_path):
@@ -250,7 +253,7 @@ def test_profile_split_across_per_audience_files_is_never_dropped_silently(tmp_p
     assert reject["record_id"] == "p1" and "wins" in reject["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="membership merge across a profile's rows belongs to mapping's dedup (other branch)")
+@pytest.mark.xfail(strict=True, reason="merging a profile's memberships across rows belongs to mapping's dedup")
 def test_profile_split_across_per_audience_files_keeps_both_memberships(tmp_path):
     result = map_split(tmp_path)
     (row,) = pq.read_table(result.mapped_paths[0]).to_pylist()
