@@ -52,10 +52,11 @@ def audience_property_names(
         name = registry.get(aid) or audience_property_name(audience["name"], prefix)
         owner = owners.get(name)
         if owner is not None and owner[0] != aid:
-            other = next((a["name"] for a in audiences if a["id"] == owner[0]), owner[1])
+            other = next((a["name"] for a in audiences if a["id"] == owner[0]), None)
+            hint = "" if other else " (if that audience is gone for good, remove it from the registry file)"
             raise PropertyNameCollision(
-                f"audiences {other!r} ({owner[0]}) and {audience['name']!r} ({aid}) both map to HubSpot "
-                f"property {name!r}; rename one in AEP or change the prefix"
+                f"audiences {other or owner[1]!r} ({owner[0]}) and {audience['name']!r} ({aid}) both map to "
+                f"HubSpot property {name!r}; rename one in AEP or change the prefix{hint}"
             )
         owners[name] = (aid, audience["name"])
         names[aid] = name
