@@ -1,0 +1,11 @@
+"""The HubSpot client fixtures (``hs``: a sandbox, a connection per test, chunk files, request counts)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("hubspot_client_fixtures", Path(__file__).parents[1] / "hubspot" / "conftest.py")
+_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fixtures)
+hs = _fixtures.hs
