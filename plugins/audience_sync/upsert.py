@@ -119,15 +119,24 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
     writes nothing; the inputs its error names become rejects (or gone, when it names contacts that do not
     exist) and the rest is sent again; inputs whose values it merely quotes are sent apart, one by one, so a
     clue never rejects a good record; only an error that names nothing splits the batch in halves, down to
-    single records.
+    single records. When the first half goes through, the second must hold the culprit: it is split at once
+    instead of being sent whole only to be refused.
     """
     send: Callable[[Sequence[Record]], UpsertAnswer] = (
         client.batch_upsert if write == UPSERT else client.batch_update_by_email
     )
     outcome = BatchOutcome()
-    groups = [list(records)]
-    while groups:
-        group = groups.pop()
+
+    def split(group: list[Record]) -> None:
+        middle = len(group) // 2
+        first_went_through = attempt(group[:middle], refused=False)
+        attempt(group[middle:], refused=first_went_through)
+
+    def attempt(group: list[Record], refused: bool) -> bool:
+        """Send ``group`` (or, when it is known to be refused, its halves); True when it went through whole."""
+        if refused and len(group) > 1:
+            split(group)
+            return False
         outcome.requests += 1
         try:
             answer = send(group)
@@ -143,16 +152,20 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
             if blamed or gone or suspects:
                 outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(blamed.items())]
                 outcome.gone += [group[i][0] for i in sorted(gone)]
-                groups += [[group[i]] for i in sorted(suspects)]
+                for i in sorted(suspects):
+                    attempt([group[i]], refused=False)
                 rest = [r for i, r in enumerate(group) if i not in blamed and i not in suspects and i not in gone]
-                groups += [rest] if rest else []
+                if rest:
+                    attempt(rest, refused=False)
             else:
-                middle = len(group) // 2
-                groups += [group[middle:], group[:middle]]
-            continue
+                split(group)
+            return False
         outcome.written += [(group[i][0], w.hubspot_id, w.new) for i, w in sorted(answer.written.items())]
         outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(answer.rejected.items())]
         outcome.gone += [group[i][0] for i in sorted(answer.gone)]
+        return not answer.rejected and not answer.gone
+
+    attempt(list(records), refused=False)
     return outcome
 
 

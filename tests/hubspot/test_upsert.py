@@ -161,3 +161,23 @@ def test_a_task_starting_right_after_another_does_not_burst_into_429s(hs):
         for _ in range(19):
             client.list_groups()
     assert hs.stats().get("status_429", 0) == 0
+
+
+@pytest.mark.parametrize(("mode", "most_requests"), [("400", 2), ("400_silent", 27)]  # plain halving took 35)
+def test_email_upserts_refused_whole_despite_trace_ids_are_isolated(hs, tmp_path, mode, most_requests):
+    """"Partial upserts are not supported when using email as the idProperty": even with trace ids a bad input
+    may fail the whole batch. A refusal naming the bad values costs one extra request; one naming nothing
+    is halved down to the bad records."""
+    client = hs.connect()
+    path = three_bad_of_100(hs, client)
+    hs.server(upsert_errors=mode)
+    summary = upsert_file(client, path, tmp_path / "out")
+    if mode == "400_silent":  # nothing names the field: the reason is HubSpot's whole-batch message
+        rejects = pd.read_parquet(summary["rejects_path"])
+        assert set(rejects["email"]) == {"not-an-email", "person00040@example.com", "person00070@example.com"}
+        assert (summary["created"], summary["rejected"]) == (97, 3)
+    else:
+        check_three_rejects(hs, summary)
+    upserts = hs.requests("/batch/upsert")
+    assert len(upserts) == summary["requests"] <= most_requests
+    assert sum(r["status"] == 200 for r in upserts) >= 1 and len(hs.contacts()) == 97
