@@ -163,7 +163,7 @@ def test_a_task_starting_right_after_another_does_not_burst_into_429s(hs):
     assert hs.stats().get("status_429", 0) == 0
 
 
-@pytest.mark.parametrize(("mode", "most_requests"), [("400", 2), ("400_silent", 27)]  # plain halving took 35)
+@pytest.mark.parametrize(("mode", "most_requests"), [("400", 2), ("400_silent", 27)])  # plain halving took 35
 def test_email_upserts_refused_whole_despite_trace_ids_are_isolated(hs, tmp_path, mode, most_requests):
     """"Partial upserts are not supported when using email as the idProperty": even with trace ids a bad input
     may fail the whole batch. A refusal naming the bad values costs one extra request; one naming nothing
