@@ -52,6 +52,8 @@ CREATE INDEX IF NOT EXISTS search_values_name_value ON search_values (name, valu
 -- point to the merged record; the secondary contact's email stays attached to it as an additional email
 CREATE TABLE IF NOT EXISTS merged_ids (old_id INTEGER PRIMARY KEY, contact_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS additional_emails (email TEXT PRIMARY KEY, contact_id INTEGER NOT NULL);
+-- ids of deleted contacts: never given to a new contact
+CREATE TABLE IF NOT EXISTS retired_ids (id INTEGER PRIMARY KEY);
 """
 
 FIRST_CONTACT_ID = 100001
@@ -547,7 +549,10 @@ class ContactStore:
     @staticmethod
     def _next_id(conn) -> int:
         """Ids are never reused, not even the former ids of merged contacts (they still point to the merge)."""
-        top = conn.execute("SELECT MAX(COALESCE((SELECT MAX(id) FROM contacts), 0), COALESCE((SELECT MAX(old_id) FROM merged_ids), 0))")
+        top = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM contacts), 0), COALESCE((SELECT MAX(old_id) FROM merged_ids), 0), "
+            "COALESCE((SELECT MAX(id) FROM retired_ids), 0))"
+        )
         return max(top.fetchone()[0] + 1, FIRST_CONTACT_ID)
 
     def find(self, keys: Iterable[str], by_email: bool, additional: bool = False) -> dict[str, dict[str, Any]]:
@@ -577,6 +582,7 @@ class ContactStore:
         API; an upsert of its email creates a new contact (reference hubspot.md, "Deleting a contact")."""
         with self.db as conn:
             conn.execute("DELETE FROM merged_ids WHERE contact_id = ?", (int(contact_id),))
+            conn.execute("INSERT OR IGNORE INTO retired_ids VALUES (?)", (int(contact_id),))
             self._drop(conn, [int(contact_id)])
 
     def merge(self, primary_id: str, merged_id: str, index_delay: float) -> dict[str, Any]:
