@@ -108,7 +108,9 @@ def upsert_throughput(
 
 
 # --- 1b. isolating bad records from whole-batch refusals ----------------------------------------------------
-def with_bad_records(input_path: str, properties: list[str], fraction: float, out: Path, seed: int = 11) -> tuple[str, int]:
+def with_bad_records(
+    input_path: str, properties: list[str], fraction: float, out: Path, seed: int = 11
+) -> tuple[str, int]:
     """A copy of ``input_path`` where ``fraction`` of the rows (random, fixed seed) carry a value HubSpot refuses:
     alternately an option the audience property lacks (INVALID_OPTION) and a malformed email (INVALID_EMAIL)."""
     import random

@@ -689,7 +689,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-ttl", type=int, default=1800, help="OAuth access token lifetime in seconds")
     parser.add_argument("--validation-rules", default="", help="comma-separated properties 2026-09 writes must set")
     for name, choices in VARIANTS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", choices=choices, default=DEFAULTS[name], help=f"the {name} answer variant")
+        flag = f"--{name.replace('_', '-')}"
+        parser.add_argument(flag, choices=choices, default=DEFAULTS[name], help=f"the {name} answer variant")
     add_fault_arguments(parser)
     return parser.parse_args(argv)
 

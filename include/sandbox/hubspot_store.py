@@ -205,8 +205,8 @@ def _default_properties() -> list[dict[str, Any]]:
     )
     props.append(_property_body("hs_object_id", "Record ID", "number", "number", "contactinformation", [], True))
     # set by merges: "Merged Contact IDs" and the secondary email addresses ("Merge records", knowledge base)
-    props.append(_property_body("hs_merged_object_ids", "Merged Contact IDs", "string", "text", "contactinformation", [], True))
-    props.append(_property_body("hs_additional_emails", "Additional email addresses", "string", "text", "contactinformation", [], True))
+    for name, label in (("hs_merged_object_ids", "Merged Contact IDs"), ("hs_additional_emails", "Additional emails")):
+        props.append(_property_body(name, label, "string", "text", "contactinformation", [], True))
     return props
 
 
@@ -484,8 +484,8 @@ class ContactStore:
                 {
                     r["additional"]: r
                     for r in conn.execute(
-                        "SELECT a.email AS additional, c.* FROM additional_emails a JOIN contacts c ON c.id = a.contact_id "
-                        f"WHERE a.email IN ({marks})",
+                        "SELECT a.email AS additional, c.* FROM additional_emails a "
+                        f"JOIN contacts c ON c.id = a.contact_id WHERE a.email IN ({marks})",
                         emails,
                     )
                 }
@@ -550,8 +550,8 @@ class ContactStore:
     def _next_id(conn) -> int:
         """Ids are never reused, not even the former ids of merged contacts (they still point to the merge)."""
         top = conn.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM contacts), 0), COALESCE((SELECT MAX(old_id) FROM merged_ids), 0), "
-            "COALESCE((SELECT MAX(id) FROM retired_ids), 0))"
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM contacts), 0), "
+            "COALESCE((SELECT MAX(old_id) FROM merged_ids), 0), COALESCE((SELECT MAX(id) FROM retired_ids), 0))"
         )
         return max(top.fetchone()[0] + 1, FIRST_CONTACT_ID)
 
@@ -564,14 +564,17 @@ class ContactStore:
             return {}
         if by_email:
             column, wanted = "email", [k.lower() for k in keys]
-            alias = "SELECT a.email AS key, c.* FROM additional_emails a JOIN contacts c ON c.id = a.contact_id WHERE a.email"
+            alias = "SELECT a.email AS key, c.* FROM additional_emails a JOIN contacts c ON c.id = a.contact_id "
+            alias += "WHERE a.email"
         else:
             column, wanted = "id", [int(k) for k in keys if k.isdigit()]
-            alias = "SELECT m.old_id AS key, c.* FROM merged_ids m JOIN contacts c ON c.id = m.contact_id WHERE m.old_id"
+            alias = "SELECT m.old_id AS key, c.* FROM merged_ids m JOIN contacts c ON c.id = m.contact_id "
+            alias += "WHERE m.old_id"
             if not wanted:
                 return {}
         marks = ",".join("?" * len(wanted))
-        found = {str(r[column]): dict(r) for r in self.db.query(f"SELECT * FROM contacts WHERE {column} IN ({marks})", wanted)}
+        rows = self.db.query(f"SELECT * FROM contacts WHERE {column} IN ({marks})", wanted)
+        found = {str(r[column]): dict(r) for r in rows}
         if additional or not by_email:
             for r in self.db.query(f"{alias} IN ({marks})", wanted):
                 found.setdefault(str(r["key"]), {k: r[k] for k in r.keys() if k != "key"})
@@ -591,18 +594,22 @@ class ContactStore:
         primary's email stays ``email``, the other's becomes an additional email ("Merge records")."""
         now = time.time()
         with self.db as conn:
-            rows = [conn.execute("SELECT * FROM contacts WHERE id = ?", (int(i),)).fetchone() for i in (primary_id, merged_id)]
+            rows = [
+                conn.execute("SELECT * FROM contacts WHERE id = ?", (int(i),)).fetchone() for i in (primary_id, merged_id)
+            ]
             primary, other = (json.loads(r["properties"]) for r in rows)
             values = {**other, **{k: v for k, v in primary.items() if v != ""}}
             additional = [e for e in [*primary.get("hs_additional_emails", "").split(";"), other.get("email", "")] if e]
-            old_ids = [*primary.get("hs_merged_object_ids", "").split(";"), *other.get("hs_merged_object_ids", "").split(";")]
-            old_ids = [i for i in [*old_ids, str(rows[0]["id"]), str(rows[1]["id"])] if i]
+            earlier = [i for values in (primary, other) for i in values.get("hs_merged_object_ids", "").split(";")]
+            old_ids = [i for i in [*earlier, str(rows[0]["id"]), str(rows[1]["id"])] if i]
             new_id = self._next_id(conn)
             values.update(hs_additional_emails=";".join(additional), hs_merged_object_ids=";".join(old_ids))
             values.update(email=primary.get("email", ""), createdate=rows[0]["created_at"])
             self._drop(conn, [rows[0]["id"], rows[1]["id"]])
             conn.executemany("INSERT OR REPLACE INTO additional_emails VALUES (?, ?)", [(e, new_id) for e in additional])
-            conn.execute("UPDATE merged_ids SET contact_id = ? WHERE contact_id IN (?, ?)", (new_id, rows[0]["id"], rows[1]["id"]))
+            conn.execute(
+                "UPDATE merged_ids SET contact_id = ? WHERE contact_id IN (?, ?)", (new_id, rows[0]["id"], rows[1]["id"])
+            )
             conn.executemany("INSERT OR REPLACE INTO merged_ids VALUES (?, ?)", [(int(i), new_id) for i in old_ids])
             write = _Write(new_id, {}, rows[0]["created_at"], None, WriteInput(str(new_id), values))
             return self._save(conn, now, index_delay, [write])[0]

@@ -253,7 +253,9 @@ def upsert_file(
 ) -> dict[str, Any]:
     """Write every record of ``input_path``; return counts and output paths (small: fit for XCom)."""
     if not 0 < batch_size <= MAX_BATCH:  # the one check of HubSpot's batch limit
-        raise ConfigurationError(f"batch_size must be between 1 and {MAX_BATCH} (HubSpot's batch limit), got {batch_size}")
+        raise ConfigurationError(
+            f"batch_size must be between 1 and {MAX_BATCH} (HubSpot's batch limit), got {batch_size}"
+        )
     started_at = time.time()
     stem = chunk_stem(input_path)
     output_dir = storage.as_path(output_dir)

@@ -110,16 +110,18 @@ class HubSpotClient:
         inputs written and one error per bad one ("Upsert contacts" reference: inputs[].objectWriteTraceId,
         answer errors[] and numErrors). A whole-batch refusal raises ``BatchRejected``.
         """
-        return self._batch_write("contacts/batch/upsert", records)
+        return self._batch_write("contacts/batch/upsert", records, updates=False)
 
     def batch_update_by_email(self, records: Sequence[tuple[str, dict[str, str]]]) -> UpsertAnswer:
         """Update existing contacts by email; never creates one ("Update contacts": inputs {id, idProperty,
         properties, objectWriteTraceId}, same 100-input limit). Contacts HubSpot does not have (deleted, or an
         address it no longer resolves after a merge) come back in ``gone``, whether HubSpot answers 207 with
         OBJECT_NOT_FOUND errors or refuses the whole batch (``BatchRejected.gone`` / ``not_found``)."""
-        return self._batch_write("contacts/batch/update", records)
+        return self._batch_write("contacts/batch/update", records, updates=True)
 
-    def _batch_write(self, endpoint: str, records: Sequence[tuple[str, dict[str, str]]]) -> UpsertAnswer:
+    def _batch_write(
+        self, endpoint: str, records: Sequence[tuple[str, dict[str, str]]], updates: bool
+    ) -> UpsertAnswer:
         inputs = [{"idProperty": "email", "id": email, "properties": properties} for email, properties in records]
         if self.trace_ids:
             for item in inputs:
@@ -128,7 +130,7 @@ class HubSpotClient:
             body = self.hook.request_json("POST", self.hook.path("crm/objects", endpoint), json={"inputs": inputs})
         except ApiError as error:
             if error.status in (400, 404):
-                raise batch_rejected(error, inputs) from None
+                raise batch_rejected(error, inputs, updates) from None
             raise
         return read_upsert_answer(body or {}, inputs, "email")
 
@@ -273,18 +275,20 @@ def is_not_found(entry: dict[str, Any]) -> bool:
     return NOT_FOUND in (entry.get("category"), _code_of(entry))
 
 
-def batch_rejected(error: ApiError, inputs: Sequence[dict[str, Any]]) -> BatchRejected:
-    """What a whole-batch refusal tells about its inputs: not-found answers name missing contacts (by
-    ``context.ids`` or by quoting them), validation answers name culprits, property carriers or values."""
+def batch_rejected(error: ApiError, inputs: Sequence[dict[str, Any]], updates: bool) -> BatchRejected:
+    """What a whole-batch refusal tells about its inputs: an update's OBJECT_NOT_FOUND names missing contacts
+    (by ``context.ids`` or by quoting them, or none); validation answers name culprits, property carriers or
+    values. Only an answer categorised OBJECT_NOT_FOUND counts as not found, never a bare 404 (a wrong path)."""
     details = [{"category": error.category, **d} for d in error_details(error.body)]
     entries = [*details, error.body]  # the most specific entries first
-    not_found = error.status == 404 or any(is_not_found(e) for e in entries)
+    not_found = updates and any(is_not_found(e) for e in entries)
     gone: set[int] = set()
     if not_found:
         gone = set(attribute_errors([e for e in entries if is_not_found(e) or e is error.body], inputs))
         if not gone:
             message = f" {error.body.get('message') or error.message} "
-            gone = {i for i, item in enumerate(inputs) if re.search(rf"[\s\[\"',]{re.escape(item['id'])}[\s\]\"',]", message)}
+            quoted = [re.compile(rf"[\s\[\"',]{re.escape(item['id'])}[\s\]\"',]") for item in inputs]
+            gone = {i for i, pattern in enumerate(quoted) if pattern.search(message)}
     blamed = {i: r for i, r in attribute_errors(entries, inputs).items() if i not in gone}
     blamed.update({i: r for i, r in refused_values(details, inputs).items() if i not in gone})
     return BatchRejected(
@@ -335,7 +339,8 @@ def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], i
     the id property's value. Inputs that match nothing are accounted for, never dropped."""
     errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     gone = set(attribute_errors([e for e in errors if is_not_found(e)], inputs))
-    rejected = {i: r for i, r in attribute_errors([e for e in errors if not is_not_found(e)], inputs).items() if i not in gone}
+    refused = attribute_errors([e for e in errors if not is_not_found(e)], inputs)
+    rejected = {i: r for i, r in refused.items() if i not in gone}
     by_trace = {item["objectWriteTraceId"]: i for i, item in enumerate(inputs) if "objectWriteTraceId" in item}
     by_id = {str(item["id"]).strip().lower(): i for i, item in enumerate(inputs)}
     written: dict[int, Written] = {}
