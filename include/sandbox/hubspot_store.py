@@ -594,22 +594,21 @@ class ContactStore:
         primary's email stays ``email``, the other's becomes an additional email ("Merge records")."""
         now = time.time()
         with self.db as conn:
-            rows = [
-                conn.execute("SELECT * FROM contacts WHERE id = ?", (int(i),)).fetchone() for i in (primary_id, merged_id)
-            ]
+            select = "SELECT * FROM contacts WHERE id = ?"
+            rows = [conn.execute(select, (int(i),)).fetchone() for i in (primary_id, merged_id)]
             primary, other = (json.loads(r["properties"]) for r in rows)
             values = {**other, **{k: v for k, v in primary.items() if v != ""}}
-            additional = [e for e in [*primary.get("hs_additional_emails", "").split(";"), other.get("email", "")] if e]
-            earlier = [i for values in (primary, other) for i in values.get("hs_merged_object_ids", "").split(";")]
+            listed = [e for record in (primary, other) for e in record.get("hs_additional_emails", "").split(";")]
+            additional = [e for e in dict.fromkeys([*listed, other.get("email", "")]) if e]
+            earlier = [i for record in (primary, other) for i in record.get("hs_merged_object_ids", "").split(";")]
             old_ids = [i for i in [*earlier, str(rows[0]["id"]), str(rows[1]["id"])] if i]
             new_id = self._next_id(conn)
             values.update(hs_additional_emails=";".join(additional), hs_merged_object_ids=";".join(old_ids))
             values.update(email=primary.get("email", ""), createdate=rows[0]["created_at"])
-            self._drop(conn, [rows[0]["id"], rows[1]["id"]])
+            old = (rows[0]["id"], rows[1]["id"])
+            self._drop(conn, list(old))
             conn.executemany("INSERT OR REPLACE INTO additional_emails VALUES (?, ?)", [(e, new_id) for e in additional])
-            conn.execute(
-                "UPDATE merged_ids SET contact_id = ? WHERE contact_id IN (?, ?)", (new_id, rows[0]["id"], rows[1]["id"])
-            )
+            conn.execute("UPDATE merged_ids SET contact_id = ? WHERE contact_id IN (?, ?)", (new_id, *old))
             conn.executemany("INSERT OR REPLACE INTO merged_ids VALUES (?, ?)", [(int(i), new_id) for i in old_ids])
             write = _Write(new_id, {}, rows[0]["created_at"], None, WriteInput(str(new_id), values))
             return self._save(conn, now, index_delay, [write])[0]
