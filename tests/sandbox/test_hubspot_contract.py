@@ -744,10 +744,12 @@ def test_batch_update_by_email_updates_existing_contacts_and_never_creates(hs, a
     url = objects(version) + "/batch/update"
     ok = api("POST", url, json={"inputs": [update_input("KNOWN@example.com", "t1", lastname="New")]})
     assert ok.status_code == 200 and ok.json()["results"][0]["objectWriteTraceId"] == "t1"
-    multi = api("POST", url, json={"inputs": [update_input("known@example.com", "t1", lastname="Again"), update_input("ghost@example.com", "t2", lastname="x")]})
+    inputs = [update_input("known@example.com", "t1", lastname="Again"), update_input("ghost@example.com", "t2")]
+    multi = api("POST", url, json={"inputs": inputs})
     assert multi.status_code == 207, multi.text
     [error] = multi.json()["errors"]
-    assert error["category"] == "OBJECT_NOT_FOUND" and error["context"] == {"objectWriteTraceId": ["t2"], "ids": ["ghost@example.com"]}
+    assert error["category"] == "OBJECT_NOT_FOUND"
+    assert error["context"] == {"objectWriteTraceId": ["t2"], "ids": ["ghost@example.com"]}
     plain = api("POST", url, json={"inputs": [update_input("ghost@example.com", lastname="x")]})
     assert assert_error_body(plain, 404, "OBJECT_NOT_FOUND")["context"] == {"ids": ["ghost@example.com"]}
     assert [c["properties"]["email"] for c in contacts(hs)] == ["known@example.com"]
@@ -761,8 +763,9 @@ def test_batch_update_by_email_updates_existing_contacts_and_never_creates(hs, a
 def test_update_not_found_variants_refuse_the_whole_batch(hs, api, variant, status, names):
     settings(hs, update_not_found=variant)
     api.upsert("2026-03", [upsert_input("known@example.com", lastname="Old")])
-    inputs = [update_input("known@example.com", "t1", lastname="New"), update_input("ghost@example.com", "t2", lastname="x")]
-    body = assert_error_body(api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs}), status, "OBJECT_NOT_FOUND")
+    inputs = [update_input("known@example.com", "t1", lastname="New"), update_input("ghost@example.com", "t2")]
+    response = api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs})
+    body = assert_error_body(response, status, "OBJECT_NOT_FOUND")
     assert ("ghost@example.com" in str(body.get("context"))) == (names == "context")
     assert ("ghost@example.com" in body["message"]) == (names == "message")
     assert contacts(hs)[0]["properties"]["lastname"] == "Old"  # a refused batch writes nothing
@@ -785,7 +788,8 @@ def test_upsert_errors_variant_refuses_email_batches_whole_despite_trace_ids(hs,
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_archive_and_gdpr_delete(hs, api, version):
-    ids = [r["id"] for r in api.upsert(version, [upsert_input(f"d{i}@example.com", lastname="D") for i in range(3)]).json()["results"]]
+    created = api.upsert(version, [upsert_input(f"d{i}@example.com", lastname="D") for i in range(3)])
+    ids = [r["id"] for r in created.json()["results"]]
     assert api("DELETE", objects(version) + f"/{ids[0]}").status_code == 204
     assert_error_body(api("DELETE", objects(version) + f"/{ids[0]}"), 404, "OBJECT_NOT_FOUND")
     gdpr = api("POST", objects(version) + "/gdpr-delete", json={"objectId": "D1@example.com", "idProperty": "email"})
@@ -802,7 +806,8 @@ def test_archive_and_gdpr_delete(hs, api, version):
 @pytest.mark.parametrize("lookup", ["primary", "not_found"])
 def test_merge_makes_a_new_record_and_keeps_the_other_email_as_additional(hs, api, lookup):
     settings(hs, merged_email_lookup=lookup)
-    a, b = (r["id"] for r in api.upsert("2026-03", [upsert_input("a@example.com", firstname="A"), upsert_input("b@example.com", lastname="B")]).json()["results"])
+    pair = [upsert_input("a@example.com", firstname="A"), upsert_input("b@example.com", lastname="B")]
+    a, b = (r["id"] for r in api.upsert("2026-03", pair).json()["results"])
     response = api("POST", objects("2026-03") + "/merge", json={"primaryObjectId": a, "objectIdToMerge": b})
     assert response.status_code == 200, response.text
     merged = response.json()
@@ -813,7 +818,8 @@ def test_merge_makes_a_new_record_and_keeps_the_other_email_as_additional(hs, ap
     for old in (a, b):  # both former ids find the merged record
         assert api("GET", objects("2026-03") + f"/{old}").json()["id"] == merged["id"]
     assert [c["id"] for c in contacts(hs)] == [merged["id"]]
-    update = api("POST", objects("2026-03") + "/batch/update", json={"inputs": [update_input("b@example.com", "t1", lastname="C")]})
+    inputs = [update_input("b@example.com", "t1", lastname="C")]
+    update = api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs})
     if lookup == "primary":
         assert update.status_code == 200 and update.json()["results"][0]["id"] == merged["id"]
         assert contacts(hs)[0]["properties"]["lastname"] == "C"
@@ -831,10 +837,13 @@ def test_merge_makes_a_new_record_and_keeps_the_other_email_as_additional(hs, ap
 
 def test_answer_variants_are_start_up_flags(tmp_path):
     server = start_sandbox(
-        "hubspot", tmp_path, "--upsert-errors", "400_silent", "--update-not-found", "404", "--merged-email-lookup", "not_found"
+        "hubspot",
+        tmp_path,
+        *("--upsert-errors", "400_silent", "--update-not-found", "404", "--merged-email-lookup", "not_found"),
     )
     try:
         extra = server.admin("GET", "faults")["extra"]
-        assert (extra["upsert_errors"], extra["update_not_found"], extra["merged_email_lookup"]) == ("400_silent", "404", "not_found")
+        chosen = (extra["upsert_errors"], extra["update_not_found"], extra["merged_email_lookup"])
+        assert chosen == ("400_silent", "404", "not_found")
     finally:
         server.stop()

@@ -216,7 +216,10 @@ def test_hubspot_api_client_v3_update_archive_merge(url):
         BatchInputSimplePublicObjectBatchInput(
             inputs=[
                 SimplePublicObjectBatchInput(
-                    id="grace@example.com", id_property="email", object_write_trace_id="t1", properties={"firstname": "Grace"}
+                    id="grace@example.com",
+                    id_property="email",
+                    object_write_trace_id="t1",
+                    properties={"firstname": "Grace"},
                 )
             ]
         )
@@ -248,14 +251,16 @@ def test_hubspot_sdk_2026_03_update_archive_merge(url):
 
     contacts = HubSpot(access_token=TOKEN, base_url=url, max_retries=0).crm.objects.contacts
     created = contacts.batch.upsert(
-        inputs=[{"id_property": "email", "id": email, "properties": {"lastname": name}} for email, name in PEOPLE.items()]
+        inputs=[
+            {"id_property": "email", "id": email, "properties": {"lastname": name}} for email, name in PEOPLE.items()
+        ]
     )
     ids = {r.properties["email"]: r.id for r in created.results}
 
     updated = contacts.batch.update(
         inputs=[
-            {"id": "alan@example.com", "id_property": "email", "object_write_trace_id": "t1", "properties": {"firstname": "Alan"}},
-            {"id": "nobody@example.com", "id_property": "email", "object_write_trace_id": "t2", "properties": {"firstname": "X"}},
+            {"id": email, "id_property": "email", "object_write_trace_id": trace, "properties": {"firstname": "A"}}
+            for email, trace in (("alan@example.com", "t1"), ("nobody@example.com", "t2"))
         ]
     )
     assert [r.id for r in updated.results] == [ids["alan@example.com"]]
@@ -267,7 +272,9 @@ def test_hubspot_sdk_2026_03_update_archive_merge(url):
         contacts.get(ids["alan@example.com"])
     contacts.gdpr_delete(object_id="grace@example.com", id_property="email")
 
-    other = contacts.batch.upsert(inputs=[{"id_property": "email", "id": "countess@example.com", "properties": {}}]).results[0]
+    other = contacts.batch.upsert(inputs=[{"id_property": "email", "id": "countess@example.com", "properties": {}}])
+    other = other.results[0]
     merged = contacts.merge(primary_object_id=ids["ada@example.com"], object_id_to_merge=other.id)
     assert merged.properties["email"] == "ada@example.com" and merged.id not in (ids["ada@example.com"], other.id)
-    assert contacts.get(other.id, properties=["hs_additional_emails"]).properties["hs_additional_emails"] == "countess@example.com"
+    found = contacts.get(other.id, properties=["hs_additional_emails"])
+    assert found.id == merged.id and found.properties["hs_additional_emails"] == "countess@example.com"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("hubspot_client_fixtures", Path(__file__).parents[1] / "hubspot" / "conftest.py")
+_path = Path(__file__).parents[1] / "hubspot" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("hubspot_client_fixtures", _path)
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
 hs = _fixtures.hs

@@ -18,7 +18,8 @@ STATUS = "aep_gold"
 
 def api(hs, method: str, path: str, **kwargs) -> requests.Response:
     headers = {"Authorization": f"Bearer {credentials.HUBSPOT_PRIVATE_APP_TOKEN}"}
-    return requests.request(method, f"{hs.sandbox.url}/crm/objects/2026-03/contacts{path}", headers=headers, timeout=10, **kwargs)
+    url = f"{hs.sandbox.url}/crm/objects/2026-03/contacts{path}"
+    return requests.request(method, url, headers=headers, timeout=10, **kwargs)
 
 
 def world(hs, client) -> dict[str, str]:
@@ -31,8 +32,10 @@ def world(hs, client) -> dict[str, str]:
         assert response.status_code == 201, response.text
         ids[email] = response.json()["id"]
     assert api(hs, "DELETE", f"/{ids['p1@example.com']}").status_code == 204
-    assert api(hs, "POST", "/gdpr-delete", json={"objectId": "p2@example.com", "idProperty": "email"}).status_code == 204
-    merged = api(hs, "POST", "/merge", json={"primaryObjectId": ids["p3@example.com"], "objectIdToMerge": ids["p4@example.com"]})
+    gdpr = api(hs, "POST", "/gdpr-delete", json={"objectId": "p2@example.com", "idProperty": "email"})
+    assert gdpr.status_code == 204
+    pair = {"primaryObjectId": ids["p3@example.com"], "objectIdToMerge": ids["p4@example.com"]}
+    merged = api(hs, "POST", "/merge", json=pair)
     assert merged.status_code == 200
     ids["merged"] = merged.json()["id"]
     return ids
@@ -78,12 +81,14 @@ def test_exits_update_only_existing_contacts_and_report_the_gone(hs, tmp_path, v
     assert set(summary) == SUMMARY_KEYS
     stored = by_email(hs)
     assert not {"p1@example.com", "p2@example.com", "never@example.com"} & set(stored)  # never re-created
-    assert sorted(pd.read_parquet(summary["gone_path"])["email"]) == ["never@example.com", "p1@example.com", "p2@example.com"]
+    gone = sorted(pd.read_parquet(summary["gone_path"])["email"])
+    assert gone == ["never@example.com", "p1@example.com", "p2@example.com"]
     assert (summary["gone"], summary["created"], summary["rejected"], summary["rejected_by_category"]) == (3, 1, 0, {})
     assert stored["p5@example.com"]["properties"][STATUS] == "exited"
     assert stored["p0@example.com"]["properties"][STATUS] == "existing"
     # "primary": the merged-away address resolves to the merged record, which the exit updates
-    assert stored["p3@example.com"]["id"] == ids["merged"] and stored["p3@example.com"]["properties"][STATUS] == "exited"
+    merged = stored["p3@example.com"]
+    assert merged["id"] == ids["merged"] and merged["properties"][STATUS] == "exited"
     assert len(stored) == 4  # new, p0, p3 (merged), p5
     results = pd.read_parquet(summary["results_path"]).set_index("email")
     assert set(results.index) == {"new@example.com", "p0@example.com", "p4@example.com", "p5@example.com"}
