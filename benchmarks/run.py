@@ -75,6 +75,13 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
         chart = upsert_chart(runs, out / "upsert_rate.png")
         results["upsert"] = {k: {n: v for n, v in r.items() if n != "request_times"} for k, r in runs.items()}
         results["upsert"]["chart"] = str(chart.relative_to(ROOT)) if chart.is_relative_to(ROOT) else str(chart)
+        for mode in ("400", "400_silent"):  # 1% bad records, every email batch holding one refused as a whole
+            label = f"bad_1pct_whole_batch_{mode}"
+            print(f"[upsert] {sizes.upsert_contacts:,} contacts, 1% bad, whole-batch refusals ({mode})", flush=True)
+            results["upsert"][label] = suites.upsert_isolation(
+                workdir / f"upsert-{label}", sizes.upsert_contacts, sizes.upsert_scaled_limit, 4, path, properties, mode
+            )
+            print(_brief(results["upsert"][label]), flush=True)
     if "mapping" in only:
         print(
             f"[mapping] {sizes.mapping_profiles:,} profiles (baseline on {sizes.mapping_baseline_profiles:,})",

@@ -8,7 +8,13 @@ Run-time settings (POST /_sandbox/faults): the generic ``common.Faults`` fields 
 lifetime of new OAuth access tokens) plus these keys of ``extra``, each falling back to its start-up flag when
 absent: ``rate_limit`` (calls per window), ``interval_ms`` (window length), ``daily_limit``, ``search_rate``
 (search calls per second), ``index_delay_seconds`` (how far search lags writes), ``validation_rules`` (property
-names a 2026-09 write must leave set on the contact).
+names a 2026-09 write must leave set on the contact), and three answer variants the public docs leave open:
+``upsert_errors`` ("207": trace ids give a multi-status answer; "400": a batch holding a bad input is refused
+whole, the error naming the bad values, as "partial upserts are not supported when using email as the
+idProperty" allows; "400_silent": refused whole, naming nothing), ``update_not_found`` (how batch/update
+answers ids it has no contact for: "207" per-input OBJECT_NOT_FOUND errors; "404" / "400" whole-batch
+refusals naming the ids; "404_silent" naming nothing) and ``merged_email_lookup`` ("primary": an email merged
+into another contact finds that contact; "not_found": it finds nothing).
 Extra admin endpoint: GET /_sandbox/contacts → ``{"contacts": [{id, properties, createdAt, updatedAt}]}``.
 """
 
@@ -67,7 +73,17 @@ DEFAULTS: dict[str, Any] = {
     "search_rate": 5,  # "Search the CRM": 5 requests per second per account
     "index_delay_seconds": 2.0,
     "validation_rules": [],
+    "upsert_errors": "207",
+    "update_not_found": "207",
+    "merged_email_lookup": "primary",
 }
+VARIANTS = {
+    "upsert_errors": ("207", "400", "400_silent"),
+    "update_not_found": ("207", "404", "400", "404_silent"),
+    "merged_email_lookup": ("primary", "not_found"),
+}
+# batch/read's documented 207 wording ("Read a batch of contacts"), reused for updates of unknown ids
+NOT_FOUND_MESSAGE = "Could not update some CONTACT objects, they may be deleted or not exist. Check that ids are valid."
 
 
 def correlation_id() -> str:
@@ -216,6 +232,9 @@ class HubSpotSandbox:
             ("POST", OBJECT_PATHS, "", self.create_contact, False),
             ("GET", OBJECT_PATHS, "/(?P<contact_id>[^/]+)", self.get_contact, False),
             ("PATCH", OBJECT_PATHS, "/(?P<contact_id>[^/]+)", self.update_contact, False),
+            ("DELETE", OBJECT_PATHS, "/(?P<contact_id>[^/]+)", self.archive_contact, False),
+            ("POST", OBJECT_PATHS, "/gdpr-delete", self.gdpr_delete, False),
+            ("POST", OBJECT_PATHS, "/merge", self.merge_contacts, False),
             ("GET", PROPERTY_PATHS, "/groups", self.list_groups, False),
             ("POST", PROPERTY_PATHS, "/groups", self.create_group, False),
             ("GET", PROPERTY_PATHS, "/groups/(?P<name>[^/]+)", self.get_group, False),
@@ -355,6 +374,8 @@ class HubSpotSandbox:
         return self._batch_write(request, version, upsert=True)
 
     def batch_update(self, request: Request, version: str) -> Response:
+        """POST .../contacts/batch/update by id or by ``idProperty`` email ("Update contacts"); never creates.
+        Unknown ids are answered as the ``update_not_found`` setting says (the docs do not specify it)."""
         return self._batch_write(request, version, upsert=False)
 
     def _batch_write(self, request: Request, version: str, upsert: bool) -> Response:
@@ -367,8 +388,9 @@ class HubSpotSandbox:
         _reject_duplicates(keys)
         traces = [i.get("objectWriteTraceId") for i in inputs]
         multi_status = all(traces) and len(set(traces)) == len(traces)
-        existing = self.store.find(keys, by_email=by_email)
-        items = []
+        additional = self.setting("merged_email_lookup") == "primary"
+        existing = self.store.find(keys, by_email=by_email, additional=additional)
+        items, missing = [], []
         for raw, key, trace in zip(inputs, keys, traces):
             values, problems = self.store.check_values(raw.get("properties", {}))
             item = WriteInput(key, values, trace if multi_status else None, problems)
@@ -377,17 +399,14 @@ class HubSpotSandbox:
                 problems.append(InputProblem("INVALID_EMAIL", "email", f"Email address {key} is invalid"))
             if not upsert:
                 if row is None:
-                    item.status, item.category = 404, "OBJECT_NOT_FOUND"
-                    problems.append(InputProblem("OBJECT_NOT_FOUND", "id", f"No contact with id {key}"))
-                else:
-                    item.key = str(row["id"])
-                    self._check_email_free(item)
+                    missing.append(item)
+                    continue
+                item.key = str(row["id"])
+                self._check_email_free(item)
             self._check_rules(version, item, row)
             items.append(item)
         failed = [i for i in items if i.problems]
-        if failed and not multi_status:
-            message, errors = problems_error([p for i in failed for p in i.problems])
-            raise HubSpotError(failed[0].status, failed[0].category, message, errors)
+        self._refuse_whole_batch(upsert, multi_status, failed, missing)
         delay = float(self.setting("index_delay_seconds"))
         good = [i for i in items if not i.problems]
         results = (self.store.upsert if upsert else self.store.update)(good, delay) if good else []
@@ -397,11 +416,36 @@ class HubSpotSandbox:
             "startedAt": started,
             "completedAt": iso(time.time()),
         }
-        if not failed:
+        if not failed and not missing:
             return Response(200, body)
-        body["numErrors"] = len(failed)
-        body["errors"] = [_input_error(i) for i in failed]
+        body["numErrors"] = len(failed) + len(missing)
+        body["errors"] = [_input_error(i) for i in failed] + _not_found_errors(missing, multi_status)
         return Response(207, body)
+
+    def _refuse_whole_batch(
+        self, upsert: bool, multi_status: bool, failed: list[WriteInput], missing: list[WriteInput]
+    ) -> None:
+        """Raise the whole-batch refusal a batch with bad or unknown inputs gets, unless it is answered 207.
+
+        Without unique trace ids HubSpot cannot answer per input: the batch is refused, naming the invalid values
+        ("Property values were not valid: [...]"). With them, ``upsert_errors`` decides (HubSpot: "partial upserts
+        are not supported when using email as the idProperty").
+        """
+        mode = self.setting("update_not_found")
+        if missing and (mode != "207" or not multi_status):
+            mode, ids = ("404" if mode == "207" else mode), [i.key for i in missing]
+            if mode == "404":
+                raise HubSpotError(404, "OBJECT_NOT_FOUND", NOT_FOUND_MESSAGE, context={"ids": ids})
+            if mode == "400":
+                raise HubSpotError(400, "OBJECT_NOT_FOUND", f"{NOT_FOUND_MESSAGE} Not found: [{', '.join(ids)}]")
+            raise HubSpotError(404, "OBJECT_NOT_FOUND", "Could not update some CONTACT objects.")
+        mode = self.setting("upsert_errors") if upsert and multi_status else "400"
+        if not failed or (multi_status and mode == "207"):
+            return
+        if mode == "400_silent":
+            raise HubSpotError(400, "VALIDATION_ERROR", "Invalid input: one or more inputs could not be written")
+        message, errors = problems_error([p for i in failed for p in i.problems])
+        raise HubSpotError(failed[0].status, failed[0].category, message, errors)
 
     def _check_email_free(self, item: WriteInput) -> None:
         """An update may not give a contact the email of another one: emails identify contacts."""
@@ -495,6 +539,34 @@ class HubSpotSandbox:
         _raise_problems(item.problems)
         return Response(200, self.store.update([item], float(self.setting("index_delay_seconds")))[0])
 
+    def archive_contact(self, request: Request, version: str) -> Response:
+        """DELETE .../contacts/{contactId} ("Archive a contact"): 204, no body; unknown id → 404."""
+        self.store.delete(self._contact(unquote(request.params["contact_id"]), by_email=False)["id"])
+        return Response(204)
+
+    def gdpr_delete(self, request: Request, version: str) -> Response:
+        """POST .../contacts/gdpr-delete {objectId, idProperty?} ("GDPR delete": permanent): 204."""
+        body = _object_body(request)
+        row = self._contact(str(body.get("objectId", "")), by_email=body.get("idProperty") == "email")
+        self.store.delete(row["id"])
+        return Response(204)
+
+    def merge_contacts(self, request: Request, version: str) -> Response:
+        """POST .../contacts/merge {primaryObjectId, objectIdToMerge} ("Merge two contacts"): the merged record."""
+        body = _object_body(request)
+        primary = self._contact(str(body.get("primaryObjectId", "")), by_email=False)
+        other = self._contact(str(body.get("objectIdToMerge", "")), by_email=False)
+        if primary["id"] == other["id"]:
+            raise HubSpotError(400, "VALIDATION_ERROR", "A contact cannot be merged with itself")
+        merged = self.store.merge(primary["id"], other["id"], float(self.setting("index_delay_seconds")))
+        return Response(200, merged)
+
+    def _contact(self, key: str, by_email: bool) -> dict[str, Any]:
+        row = self.store.find([key], by_email=by_email).get(key) if key else None
+        if row is None:
+            raise HubSpotError(404, "OBJECT_NOT_FOUND", f"No contact with {'email' if by_email else 'id'} {key}")
+        return row
+
     def create_contact(self, request: Request, version: str) -> Response:
         """POST .../contacts ("Create a contact"); an existing email → 409."""
         body = _object_body(request)
@@ -555,6 +627,16 @@ def _input_error(item: WriteInput) -> dict[str, Any]:
     }
 
 
+def _not_found_errors(missing: list[WriteInput], multi_status: bool) -> list[dict[str, Any]]:
+    """errors[] entries for unknown ids: one per input by trace id, or one naming all ids (batch/read's shape)."""
+    if not missing:
+        return []
+    entry = {"status": "error", "category": "OBJECT_NOT_FOUND", "message": NOT_FOUND_MESSAGE, "errors": []}
+    if multi_status:
+        return [{**entry, "context": {"objectWriteTraceId": [i.trace_id], "ids": [i.key]}} for i in missing]
+    return [{**entry, "context": {"ids": [i.key for i in missing]}}]
+
+
 def _raise_problems(problems: list[InputProblem]) -> None:
     if problems:
         message, errors = problems_error(problems)
@@ -606,6 +688,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--token-ttl", type=int, default=1800, help="OAuth access token lifetime in seconds")
     parser.add_argument("--validation-rules", default="", help="comma-separated properties 2026-09 writes must set")
+    for name, choices in VARIANTS.items():
+        flag = f"--{name.replace('_', '-')}"
+        parser.add_argument(flag, choices=choices, default=DEFAULTS[name], help=f"the {name} answer variant")
     add_fault_arguments(parser)
     return parser.parse_args(argv)
 
@@ -627,6 +712,7 @@ def main(argv: list[str] | None = None) -> None:
         "search_rate": args.search_rate,
         "index_delay_seconds": args.index_delay,
         "validation_rules": [r for r in args.validation_rules.split(",") if r],
+        **{name: getattr(args, name) for name in VARIANTS},
     }
     faults = faults_from_args(args, token_ttl_seconds=args.token_ttl, extra=dict(defaults))
     serve(build_server(args.host, args.port, store, faults, defaults))

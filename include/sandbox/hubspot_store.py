@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS search_values (
     PRIMARY KEY (contact_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS search_values_name_value ON search_values (name, value);
+-- merges ("Updated merge functionality for contacts and companies", Developer Changelog): both former ids
+-- point to the merged record; the secondary contact's email stays attached to it as an additional email
+CREATE TABLE IF NOT EXISTS merged_ids (old_id INTEGER PRIMARY KEY, contact_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS additional_emails (email TEXT PRIMARY KEY, contact_id INTEGER NOT NULL);
+-- ids of deleted contacts: never given to a new contact
+CREATE TABLE IF NOT EXISTS retired_ids (id INTEGER PRIMARY KEY);
 """
 
 FIRST_CONTACT_ID = 100001
@@ -63,7 +69,7 @@ MAX_SEARCH_LIMIT = 200
 MAX_SEARCH_RESULTS = 10_000
 # "For contacts, a search will return createdate, email, firstname, hs_object_id, lastmodifieddate, and lastname"
 DEFAULT_READ_PROPERTIES = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
-READ_ONLY = frozenset({"hs_object_id", "lastmodifieddate"})
+READ_ONLY = frozenset({"hs_object_id", "lastmodifieddate", "hs_merged_object_ids", "hs_additional_emails"})
 SEARCH_OPERATORS = frozenset(
     {"EQ", "NEQ", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY", "GT", "GTE", "LT", "LTE"}
 )
@@ -198,6 +204,9 @@ def _default_properties() -> list[dict[str, Any]]:
         _property_body("lastmodifieddate", "Last Modified Date", "datetime", "date", "contactinformation", [], True)
     )
     props.append(_property_body("hs_object_id", "Record ID", "number", "number", "contactinformation", [], True))
+    # set by merges: "Merged Contact IDs" and the secondary email addresses ("Merge records", knowledge base)
+    for name, label in (("hs_merged_object_ids", "Merged Contact IDs"), ("hs_additional_emails", "Additional emails")):
+        props.append(_property_body(name, label, "string", "text", "contactinformation", [], True))
     return props
 
 
@@ -469,16 +478,27 @@ class ContactStore:
             emails = [i.key for i in inputs]
             marks = ",".join("?" * len(emails))
             existing = {r["email"]: r for r in conn.execute(f"SELECT * FROM contacts WHERE email IN ({marks})", emails)}
+            # an email merged into another contact cannot make a new contact ("Merge records": create a new
+            # contact with a merged email only after removing it from the merged record): it updates that one
+            existing.update(
+                {
+                    r["additional"]: r
+                    for r in conn.execute(
+                        "SELECT a.email AS additional, c.* FROM additional_emails a "
+                        f"JOIN contacts c ON c.id = a.contact_id WHERE a.email IN ({marks})",
+                        emails,
+                    )
+                }
+            )
             next_id = self._next_id(conn)
             writes = []
             for item in inputs:
                 row = existing.get(item.key)
                 if row is None:
-                    writes.append(_Write(next_id, {"createdate": iso(now)}, iso(now), True, item))
+                    writes.append(_Write(next_id, {"createdate": iso(now), "email": item.key}, iso(now), True, item))
                     next_id += 1
                 else:
                     writes.append(_Write(row["id"], json.loads(row["properties"]), row["created_at"], False, item))
-                writes[-1].properties["email"] = item.key
             return self._save(conn, now, index_delay, writes)
 
     def update(self, inputs: list[WriteInput], index_delay: float) -> list[dict[str, Any]]:
@@ -528,22 +548,78 @@ class ContactStore:
 
     @staticmethod
     def _next_id(conn) -> int:
-        return max(conn.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()[0] + 1, FIRST_CONTACT_ID)
+        """Ids are never reused, not even the former ids of merged contacts (they still point to the merge)."""
+        top = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM contacts), 0), "
+            "COALESCE((SELECT MAX(old_id) FROM merged_ids), 0), COALESCE((SELECT MAX(id) FROM retired_ids), 0))"
+        )
+        return max(top.fetchone()[0] + 1, FIRST_CONTACT_ID)
 
-    def find(self, keys: Iterable[str], by_email: bool) -> dict[str, dict[str, Any]]:
-        """Stored contacts by id or by (lowercased) email, keyed as asked."""
+    def find(self, keys: Iterable[str], by_email: bool, additional: bool = False) -> dict[str, dict[str, Any]]:
+        """Stored contacts by id or by (lowercased) email, keyed as asked. A former id of a merged contact finds
+        the merged record (merge changelog: "fetching any records using the original IDs will return the new
+        merged record"); with ``additional``, so does an email merged into another contact."""
         keys = list(keys)
         if not keys:
             return {}
         if by_email:
             column, wanted = "email", [k.lower() for k in keys]
+            alias = "SELECT a.email AS key, c.* FROM additional_emails a JOIN contacts c ON c.id = a.contact_id "
+            alias += "WHERE a.email"
         else:
             column, wanted = "id", [int(k) for k in keys if k.isdigit()]
+            alias = "SELECT m.old_id AS key, c.* FROM merged_ids m JOIN contacts c ON c.id = m.contact_id "
+            alias += "WHERE m.old_id"
             if not wanted:
                 return {}
-        rows = self.db.query(f"SELECT * FROM contacts WHERE {column} IN ({','.join('?' * len(wanted))})", wanted)
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.query(f"SELECT * FROM contacts WHERE {column} IN ({marks})", wanted)
         found = {str(r[column]): dict(r) for r in rows}
+        if additional or not by_email:
+            for r in self.db.query(f"{alias} IN ({marks})", wanted):
+                found.setdefault(str(r["key"]), {k: r[k] for k in r.keys() if k != "key"})
         return {k: found[k.lower() if by_email else k] for k in keys if (k.lower() if by_email else k) in found}
+
+    def delete(self, contact_id: str) -> None:
+        """DELETE /crm/objects/{v}/contacts/{id} (archive) and POST .../gdpr-delete: the contact is gone for the
+        API; an upsert of its email creates a new contact (reference hubspot.md, "Deleting a contact")."""
+        with self.db as conn:
+            conn.execute("DELETE FROM merged_ids WHERE contact_id = ?", (int(contact_id),))
+            conn.execute("INSERT OR IGNORE INTO retired_ids VALUES (?)", (int(contact_id),))
+            self._drop(conn, [int(contact_id)])
+
+    def merge(self, primary_id: str, merged_id: str, index_delay: float) -> dict[str, Any]:
+        """POST .../contacts/merge: a new record with a new id replaces both (Developer Changelog "Updated merge
+        functionality for contacts and companies"); the primary's values win, the other fills the gaps; the
+        primary's email stays ``email``, the other's becomes an additional email ("Merge records")."""
+        now = time.time()
+        with self.db as conn:
+            select = "SELECT * FROM contacts WHERE id = ?"
+            rows = [conn.execute(select, (int(i),)).fetchone() for i in (primary_id, merged_id)]
+            primary, other = (json.loads(r["properties"]) for r in rows)
+            values = {**other, **{k: v for k, v in primary.items() if v != ""}}
+            listed = [e for record in (primary, other) for e in record.get("hs_additional_emails", "").split(";")]
+            additional = [e for e in dict.fromkeys([*listed, other.get("email", "")]) if e]
+            earlier = [i for record in (primary, other) for i in record.get("hs_merged_object_ids", "").split(";")]
+            old_ids = [i for i in [*earlier, str(rows[0]["id"]), str(rows[1]["id"])] if i]
+            new_id = self._next_id(conn)
+            values.update(hs_additional_emails=";".join(additional), hs_merged_object_ids=";".join(old_ids))
+            values.update(email=primary.get("email", ""), createdate=rows[0]["created_at"])
+            old = (rows[0]["id"], rows[1]["id"])
+            self._drop(conn, list(old))
+            conn.executemany("INSERT OR REPLACE INTO additional_emails VALUES (?, ?)", [(e, new_id) for e in additional])
+            conn.execute("UPDATE merged_ids SET contact_id = ? WHERE contact_id IN (?, ?)", (new_id, *old))
+            conn.executemany("INSERT OR REPLACE INTO merged_ids VALUES (?, ?)", [(int(i), new_id) for i in old_ids])
+            write = _Write(new_id, {}, rows[0]["created_at"], None, WriteInput(str(new_id), values))
+            return self._save(conn, now, index_delay, [write])[0]
+
+    @staticmethod
+    def _drop(conn, ids: list[int]) -> None:
+        for table, column in (
+            ("contacts", "id"), ("search_docs", "contact_id"), ("search_values", "contact_id"),
+            ("index_queue", "contact_id"), ("additional_emails", "contact_id"),
+        ):
+            conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
 
     def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         rows = self.db.query("SELECT * FROM contacts WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1))

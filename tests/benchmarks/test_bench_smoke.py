@@ -34,6 +34,14 @@ def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, air
         assert upsert["records_per_second"] > 0 and upsert["ratio_to_ceiling"] > 0
         assert 0 < upsert["window_fill"]["peak"] <= int(upsert["rate_limit"].split("/")[0])
     assert (out / "upsert_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for mode in ("400", "400_silent"):
+        isolation = results["upsert"][f"bad_1pct_whole_batch_{mode}"]
+        assert isolation["records_lost"] == 0 and isolation["rejected"] == isolation["bad_records"] == 3
+        assert isolation["good_records"] == 297 and isolation["ratio_to_ceiling"] > 0
+        assert 0 < isolation["ratio_to_ceiling_when_rate_bound"] < 1
+        assert isolation["refused_requests"] >= 1
+    named = results["upsert"]["bad_1pct_whole_batch_400"]
+    assert named["extra_requests_per_isolated_reject"] <= 1  # the refusal names the value: one resend per batch
 
     mapping = results["mapping"]
     assert mapping["vectorised_counts"]["exported"] == 3_000

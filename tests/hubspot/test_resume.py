@@ -63,12 +63,34 @@ def test_resume_after_sigkill_sends_only_the_unfinished_batches(hs, tmp_path):
     assert again["created"] + again["updated"] == 300
 
 
-def test_a_checkpoint_made_with_another_batch_size_is_refused(hs, tmp_path):
+def test_a_rerun_with_the_same_content_resumes_without_resending(hs, tmp_path):
+    path = hs.chunk(30)
+    first = upsert_file(hs.connect(), path, tmp_path / "out", batch_size=10)
+    assert first["requests"] == 3
+    again = upsert_file(hs.connect(), path, tmp_path / "out", batch_size=10)
+    assert len(hs.requests("/batch/upsert")) == 3  # nothing sent again
+    assert (again["created"], again["requests"]) == (30, 3)  # the figures of the finished batches
+
+
+def test_different_content_with_the_same_row_count_starts_the_chunk_over(hs, tmp_path, caplog):
+    """Same rows, same batches, other values (a later plan over the same chunk name): nothing is skipped."""
+    out = tmp_path / "out"
+    upsert_file(hs.connect(), hs.chunk(30), out, batch_size=10)
+    changed = hs.chunk(30, lastname=[f"Changed{i}" for i in range(30)])
+    caplog.set_level("WARNING", logger="audience_sync.upsert")
+    summary = upsert_file(hs.connect(), changed, out, batch_size=10)
+    assert len(hs.requests("/batch/upsert")) == 6  # all three batches sent again
+    assert (summary["updated"], summary["requests"]) == (30, 3)
+    assert {c["properties"]["lastname"] for c in hs.contacts()} == {f"Changed{i}" for i in range(30)}
+    warning = [r.getMessage() for r in caplog.records if "starting this chunk over" in r.getMessage()]
+    assert warning and "content_sha256" in warning[0] and "@" not in warning[0]
+
+
+def test_another_batch_size_starts_the_chunk_over(hs, tmp_path):
     path = hs.chunk(30)
     upsert_file(hs.connect(), path, tmp_path / "out", batch_size=10)
-    try:
-        upsert_file(hs.connect(), path, tmp_path / "out", batch_size=20)
-    except ValueError as error:
-        assert "delete the folder" in str(error)
-    else:
-        raise AssertionError("a changed batch size must not reuse the checkpoint")
+    summary = upsert_file(hs.connect(), path, tmp_path / "out", batch_size=20)
+    assert (summary["requests"], summary["updated"], len(hs.requests("/batch/upsert"))) == (2, 30, 5)
+    assert sorted(p.name for p in (tmp_path / "out" / "chunk-0000.checkpoint").iterdir()) == [
+        "batch-000000.json", "batch-000001.json", "manifest.json",
+    ]

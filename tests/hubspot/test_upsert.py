@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from audience_sync.errors import ConfigurationError
 from audience_sync.upsert import REJECT_COLUMNS, RESULT_COLUMNS, upsert_file
 
 
@@ -57,15 +58,16 @@ def test_three_invalid_records_among_100_take_one_request_with_trace_ids(hs, tmp
 
 
 def test_a_whole_batch_400_is_isolated_without_halving(hs, tmp_path):
-    """Without trace ids HubSpot refuses the whole batch: the error's property and quoted values find the culprits."""
+    """Without trace ids HubSpot refuses the whole batch: the error's property and refused values name the culprits."""
     client = hs.connect(trace_ids=False)
     path = three_bad_of_100(hs, client)
     summary = upsert_file(client, path, tmp_path / "out")
     check_three_rejects(hs, summary)
-    # the refused batch (the unknown property's carrier rejected); the 2 inputs whose values it quotes, alone;
-    # the 97 good ones, written once in one call
+    # the refused batch names all three (the unknown property's carrier, the refused option and email, each the
+    # subject of its message); the 97 good ones are written once in one call
     upserts = hs.requests("/batch/upsert")
-    assert sorted(r["status"] for r in upserts) == [200, 400, 400, 400]
+    assert sorted(r["status"] for r in upserts) == [200, 400]
+    assert summary["requests"] == 2
 
 
 def test_validation_rule_of_2026_09_is_a_reject_not_a_failure(hs, tmp_path):
@@ -130,9 +132,11 @@ def test_a_429_storm_delays_the_sync_but_never_fails_it(hs, tmp_path):
     assert sum(r["status"] == 200 for r in hs.requests("/batch/upsert")) == 6  # every batch written once
 
 
-def test_bad_batch_size_is_refused(hs, tmp_path):
-    with pytest.raises(ValueError, match="batch_size"):
-        upsert_file(hs.connect(), hs.chunk(1), tmp_path, batch_size=101)
+@pytest.mark.parametrize("size", [0, 101])
+def test_bad_batch_size_is_refused_before_any_request(hs, tmp_path, size):
+    with pytest.raises(ConfigurationError, match="batch_size must be between 1 and 100"):
+        upsert_file(hs.connect(), hs.chunk(1), tmp_path, batch_size=size)
+    assert hs.requests("/batch/upsert") == []
 
 
 def test_server_errors_and_dropped_connections_are_retried(hs, tmp_path, caplog):
@@ -157,3 +161,23 @@ def test_a_task_starting_right_after_another_does_not_burst_into_429s(hs):
         for _ in range(19):
             client.list_groups()
     assert hs.stats().get("status_429", 0) == 0
+
+
+@pytest.mark.parametrize(("mode", "most_requests"), [("400", 2), ("400_silent", 27)])  # plain halving took 35
+def test_email_upserts_refused_whole_despite_trace_ids_are_isolated(hs, tmp_path, mode, most_requests):
+    """"Partial upserts are not supported when using email as the idProperty": even with trace ids a bad input
+    may fail the whole batch. A refusal naming the bad values costs one extra request; one naming nothing
+    is halved down to the bad records."""
+    client = hs.connect()
+    path = three_bad_of_100(hs, client)
+    hs.server(upsert_errors=mode)
+    summary = upsert_file(client, path, tmp_path / "out")
+    if mode == "400_silent":  # nothing names the field: the reason is HubSpot's whole-batch message
+        rejects = pd.read_parquet(summary["rejects_path"])
+        assert set(rejects["email"]) == {"not-an-email", "person00040@example.com", "person00070@example.com"}
+        assert (summary["created"], summary["rejected"]) == (97, 3)
+    else:
+        check_three_rejects(hs, summary)
+    upserts = hs.requests("/batch/upsert")
+    assert len(upserts) == summary["requests"] <= most_requests
+    assert sum(r["status"] == 200 for r in upserts) >= 1 and len(hs.contacts()) == 97

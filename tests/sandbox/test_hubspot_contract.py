@@ -725,3 +725,125 @@ def test_batch_upsert_of_100_is_fast(hs, api):
         assert api.upsert("2026-03", inputs).status_code == 200
         durations.append(time.perf_counter() - started)
     assert min(durations) < 0.02, durations  # the fastest: other processes share these 2 cores
+
+
+# ---- contacts: update by email, archive, GDPR delete, merge, answer variants ------------------------------------
+
+
+def update_input(email: str, trace: str | None = None, **props) -> dict:
+    return upsert_input(email, trace, **props)  # batch/update takes the same {id, idProperty, properties} inputs
+
+
+def settings(hs, **extra) -> None:
+    hs.set_faults(extra={"index_delay_seconds": 0, **extra})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_batch_update_by_email_updates_existing_contacts_and_never_creates(hs, api, version):
+    api.upsert(version, [upsert_input("known@example.com", lastname="Old")])
+    url = objects(version) + "/batch/update"
+    ok = api("POST", url, json={"inputs": [update_input("KNOWN@example.com", "t1", lastname="New")]})
+    assert ok.status_code == 200 and ok.json()["results"][0]["objectWriteTraceId"] == "t1"
+    inputs = [update_input("known@example.com", "t1", lastname="Again"), update_input("ghost@example.com", "t2")]
+    multi = api("POST", url, json={"inputs": inputs})
+    assert multi.status_code == 207, multi.text
+    [error] = multi.json()["errors"]
+    assert error["category"] == "OBJECT_NOT_FOUND"
+    assert error["context"] == {"objectWriteTraceId": ["t2"], "ids": ["ghost@example.com"]}
+    plain = api("POST", url, json={"inputs": [update_input("ghost@example.com", lastname="x")]})
+    assert assert_error_body(plain, 404, "OBJECT_NOT_FOUND")["context"] == {"ids": ["ghost@example.com"]}
+    assert [c["properties"]["email"] for c in contacts(hs)] == ["known@example.com"]
+    assert contacts(hs)[0]["properties"]["lastname"] == "Again"
+
+
+@pytest.mark.parametrize(
+    ("variant", "status", "names"),
+    [("404", 404, "context"), ("400", 400, "message"), ("404_silent", 404, None)],
+)
+def test_update_not_found_variants_refuse_the_whole_batch(hs, api, variant, status, names):
+    settings(hs, update_not_found=variant)
+    api.upsert("2026-03", [upsert_input("known@example.com", lastname="Old")])
+    inputs = [update_input("known@example.com", "t1", lastname="New"), update_input("ghost@example.com", "t2")]
+    response = api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs})
+    body = assert_error_body(response, status, "OBJECT_NOT_FOUND")
+    assert ("ghost@example.com" in str(body.get("context"))) == (names == "context")
+    assert ("ghost@example.com" in body["message"]) == (names == "message")
+    assert contacts(hs)[0]["properties"]["lastname"] == "Old"  # a refused batch writes nothing
+
+
+@pytest.mark.parametrize(("mode", "named"), [("400", True), ("400_silent", False)])
+def test_upsert_errors_variant_refuses_email_batches_whole_despite_trace_ids(hs, api, mode, named):
+    settings(hs, upsert_errors=mode)
+    inputs = [upsert_input("good@example.com", "t-good", lastname="G")]
+    inputs += [upsert_input(email, f"t-{code}", lastname="B", **props) for email, props, code in INVALID_INPUTS]
+    body = assert_error_body(api.upsert("2026-03", inputs), 400, "VALIDATION_ERROR")
+    for _, _, code in INVALID_INPUTS:
+        assert (code in body["message"]) == named
+    assert ("errors" in body) == named
+    if named:
+        assert "Email address not-an-email is invalid" in body["message"]
+        assert "not-a-stage was not one of the allowed options" in body["message"]
+    assert contacts(hs) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_archive_and_gdpr_delete(hs, api, version):
+    created = api.upsert(version, [upsert_input(f"d{i}@example.com", lastname="D") for i in range(3)])
+    ids = [r["id"] for r in created.json()["results"]]
+    assert api("DELETE", objects(version) + f"/{ids[0]}").status_code == 204
+    assert_error_body(api("DELETE", objects(version) + f"/{ids[0]}"), 404, "OBJECT_NOT_FOUND")
+    gdpr = api("POST", objects(version) + "/gdpr-delete", json={"objectId": "D1@example.com", "idProperty": "email"})
+    assert gdpr.status_code == 204 and gdpr.content == b""
+    assert api("POST", objects(version) + "/gdpr-delete", json={"objectId": ids[2]}).status_code == 204
+    assert_error_body(api("GET", objects(version) + f"/{ids[1]}"), 404, "OBJECT_NOT_FOUND")
+    assert contacts(hs) == []
+    assert api.search(version, {"filterGroups": [], "limit": 10}).json()["total"] == 0
+    # a deleted contact's email makes a new contact on the next upsert (reference: deletion is final)
+    [again] = api.upsert(version, [upsert_input("d0@example.com", lastname="Back")]).json()["results"]
+    assert again["new"] is True and again["id"] not in ids
+
+
+@pytest.mark.parametrize("lookup", ["primary", "not_found"])
+def test_merge_makes_a_new_record_and_keeps_the_other_email_as_additional(hs, api, lookup):
+    settings(hs, merged_email_lookup=lookup)
+    pair = [upsert_input("a@example.com", firstname="A"), upsert_input("b@example.com", lastname="B")]
+    a, b = (r["id"] for r in api.upsert("2026-03", pair).json()["results"])
+    response = api("POST", objects("2026-03") + "/merge", json={"primaryObjectId": a, "objectIdToMerge": b})
+    assert response.status_code == 200, response.text
+    merged = response.json()
+    props = merged["properties"]
+    assert merged["id"] not in (a, b)  # changelog "Updated merge functionality for contacts and companies"
+    assert (props["email"], props["firstname"], props["lastname"]) == ("a@example.com", "A", "B")
+    assert props["hs_additional_emails"] == "b@example.com" and set(props["hs_merged_object_ids"].split(";")) == {a, b}
+    for old in (a, b):  # both former ids find the merged record
+        assert api("GET", objects("2026-03") + f"/{old}").json()["id"] == merged["id"]
+    assert [c["id"] for c in contacts(hs)] == [merged["id"]]
+    inputs = [update_input("b@example.com", "t1", lastname="C")]
+    update = api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs})
+    if lookup == "primary":
+        assert update.status_code == 200 and update.json()["results"][0]["id"] == merged["id"]
+        assert contacts(hs)[0]["properties"]["lastname"] == "C"
+    else:
+        assert update.status_code == 207 and update.json()["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    # an upsert of the merged-away email never makes a second contact
+    [upserted] = api.upsert("2026-03", [upsert_input("b@example.com", "t2", city="Oslo")]).json()["results"]
+    assert upserted["id"] == merged["id"] and len(contacts(hs)) == 1
+    assert_error_body(
+        api("POST", objects("2026-03") + "/merge", json={"primaryObjectId": merged["id"], "objectIdToMerge": "999"}),
+        404,
+        "OBJECT_NOT_FOUND",
+    )
+
+
+def test_answer_variants_are_start_up_flags(tmp_path):
+    server = start_sandbox(
+        "hubspot",
+        tmp_path,
+        *("--upsert-errors", "400_silent", "--update-not-found", "404", "--merged-email-lookup", "not_found"),
+    )
+    try:
+        extra = server.admin("GET", "faults")["extra"]
+        chosen = (extra["upsert_errors"], extra["update_not_found"], extra["merged_email_lookup"])
+        assert chosen == ("400_silent", "404", "not_found")
+    finally:
+        server.stop()

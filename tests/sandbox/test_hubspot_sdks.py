@@ -186,3 +186,95 @@ def test_hubspot_sdk_2026_03(url, monkeypatch):
         "alan@example.com",
         "grace@example.com",
     ]
+
+
+def test_hubspot_api_client_v3_update_archive_merge(url):
+    """``hubspot-api-client``: batch update by email, archive, GDPR delete and merge, as the SDK sends them."""
+    from hubspot import HubSpot
+    from hubspot.crm.contacts import (
+        ApiException,
+        BatchInputSimplePublicObjectBatchInput,
+        BatchInputSimplePublicObjectBatchInputUpsert,
+        PublicGdprDeleteInput,
+        PublicMergeInput,
+        SimplePublicObjectBatchInput,
+        SimplePublicObjectBatchInputUpsert,
+    )
+
+    contacts = HubSpot(access_token=TOKEN, host=url).crm.contacts
+    created = contacts.batch_api.upsert(
+        BatchInputSimplePublicObjectBatchInputUpsert(
+            inputs=[
+                SimplePublicObjectBatchInputUpsert(id_property="email", id=email, properties={"lastname": name})
+                for email, name in PEOPLE.items()
+            ]
+        )
+    )
+    ids = {r.properties["email"]: r.id for r in created.results}
+
+    updated = contacts.batch_api.update(
+        BatchInputSimplePublicObjectBatchInput(
+            inputs=[
+                SimplePublicObjectBatchInput(
+                    id="grace@example.com",
+                    id_property="email",
+                    object_write_trace_id="t1",
+                    properties={"firstname": "Grace"},
+                )
+            ]
+        )
+    )
+    assert updated.status == "COMPLETE" and [r.id for r in updated.results] == [ids["grace@example.com"]]
+
+    contacts.basic_api.archive(ids["alan@example.com"])
+    with pytest.raises(ApiException) as gone:
+        contacts.basic_api.get_by_id(ids["alan@example.com"])
+    assert gone.value.status == 404
+    contacts.basic_api.purge(PublicGdprDeleteInput(object_id="ada@example.com", id_property="email"))
+    assert [c.properties["email"] for c in contacts.get_all(properties=["email"])] == ["grace@example.com"]
+
+    other = contacts.batch_api.upsert(
+        BatchInputSimplePublicObjectBatchInputUpsert(
+            inputs=[SimplePublicObjectBatchInputUpsert(id_property="email", id="g.hopper@example.com", properties={})]
+        )
+    ).results[0]
+    merged = contacts.basic_api.merge(
+        PublicMergeInput(primary_object_id=ids["grace@example.com"], object_id_to_merge=other.id)
+    )
+    assert merged.properties["email"] == "grace@example.com" and merged.id not in (ids["grace@example.com"], other.id)
+    assert contacts.basic_api.get_by_id(other.id).id == merged.id
+
+
+def test_hubspot_sdk_2026_03_update_archive_merge(url):
+    """``hubspot-sdk`` (2026-03 paths): the same calls through HubSpot's new SDK."""
+    from hubspot_sdk import HubSpot, NotFoundError
+
+    contacts = HubSpot(access_token=TOKEN, base_url=url, max_retries=0).crm.objects.contacts
+    created = contacts.batch.upsert(
+        inputs=[
+            {"id_property": "email", "id": email, "properties": {"lastname": name}} for email, name in PEOPLE.items()
+        ]
+    )
+    ids = {r.properties["email"]: r.id for r in created.results}
+
+    updated = contacts.batch.update(
+        inputs=[
+            {"id": email, "id_property": "email", "object_write_trace_id": trace, "properties": {"firstname": "A"}}
+            for email, trace in (("alan@example.com", "t1"), ("nobody@example.com", "t2"))
+        ]
+    )
+    assert [r.id for r in updated.results] == [ids["alan@example.com"]]
+    answer = updated.to_dict()  # the SDK types this call's answer without errors[]: they stay as sent
+    assert answer["errors"][0]["category"] == "OBJECT_NOT_FOUND" and answer["numErrors"] == 1
+
+    contacts.delete(ids["alan@example.com"])
+    with pytest.raises(NotFoundError):
+        contacts.get(ids["alan@example.com"])
+    contacts.gdpr_delete(object_id="grace@example.com", id_property="email")
+
+    other = contacts.batch.upsert(inputs=[{"id_property": "email", "id": "countess@example.com", "properties": {}}])
+    other = other.results[0]
+    merged = contacts.merge(primary_object_id=ids["ada@example.com"], object_id_to_merge=other.id)
+    assert merged.properties["email"] == "ada@example.com" and merged.id not in (ids["ada@example.com"], other.id)
+    found = contacts.get(other.id, properties=["hs_additional_emails"])
+    assert found.id == merged.id and found.properties["hs_additional_emails"] == "countess@example.com"

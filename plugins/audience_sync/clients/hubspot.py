@@ -1,5 +1,5 @@
-"""HubSpot CRM calls the sync needs: contact properties and groups, batch upsert/read, search counts,
-daily API usage. Wire shapes follow the 2026-03 reference pages on developers.hubspot.com (same
+"""HubSpot CRM calls the sync needs: contact properties and groups, batch upsert/update/read, search
+counts, daily API usage. Wire shapes follow the 2026-03 reference pages on developers.hubspot.com (same
 bodies under the legacy ``/crm/v3`` paths); the hook picks the path version.
 """
 
@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from audience_sync.hooks.base import ApiError
@@ -18,9 +18,13 @@ from audience_sync.hooks.hubspot import HubSpotHook
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100  # "Upsert contacts": at most 100 inputs per batch
+MAX_BATCH = 100  # "Upsert contacts" / "Update contacts": at most 100 inputs per batch
 # Error codes that condemn every input carrying the named property, whatever its value.
 PROPERTY_LEVEL_CODES = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE", "PROPERTY_NOT_FOUND"})
+# Value-level codes whose message starts with the refused value ("x was not one of the allowed options",
+# "Email address x is invalid"): every input holding that value for that property fails the same check.
+VALUE_LEVEL_CODES = frozenset({"INVALID_OPTION", "INVALID_EMAIL"})
+NOT_FOUND = "OBJECT_NOT_FOUND"
 
 
 @dataclass(frozen=True)
@@ -38,21 +42,34 @@ class Reject:
 
 @dataclass
 class UpsertAnswer:
-    """Per input index: what HubSpot wrote and what it refused."""
+    """Per input index: what HubSpot wrote, what it refused, and which contacts it does not have (updates)."""
 
     written: dict[int, Written]
     rejected: dict[int, Reject]
+    gone: set[int] = field(default_factory=set)
 
 
 class BatchRejected(ApiError):
-    """HubSpot refused a whole batch (400). ``blamed``: the inputs its error names (by trace id, id, or an
-    unknown property). ``suspects``: inputs whose value the error text quotes, a clue, not a verdict."""
+    """HubSpot refused a whole batch (400, or 404 for an update naming unknown contacts). ``blamed``: the
+    inputs its error names (by trace id, id, an unknown property, or a refused value it starts with).
+    ``suspects``: inputs whose value the error text quotes, a clue, not a verdict. ``gone``: inputs it names
+    as not found; ``not_found``: the error says contacts do not exist, even when it names none."""
 
-    def __init__(self, error: ApiError, blamed: dict[int, Reject], suspects: set[int], reject: Reject) -> None:
+    def __init__(
+        self,
+        error: ApiError,
+        blamed: dict[int, Reject],
+        suspects: set[int],
+        reject: Reject,
+        gone: set[int] = frozenset(),
+        not_found: bool = False,
+    ) -> None:
         super().__init__(error.service, error.status, error.category, error.message, error.request_id, error.body)
         self.blamed = blamed
         self.suspects = suspects
         self.reject = reject  # what to record when a single input is refused and nothing names it
+        self.gone = set(gone)
+        self.not_found = not_found
 
 
 class DailyBudgetExceeded(RuntimeError):
@@ -86,34 +103,36 @@ class HubSpotClient:
         return self.hook.request_json("POST", self.hook.path("crm/properties", "contacts/groups"), json=body)
 
     # --- contacts -----------------------------------------------------------------------------------
-    def batch_upsert(self, records: Sequence[tuple[str, dict[str, str]]], id_property: str = "email") -> UpsertAnswer:
-        """Upsert ≤ 100 ``(id, properties)`` records in one call.
+    def batch_upsert(self, records: Sequence[tuple[str, dict[str, str]]]) -> UpsertAnswer:
+        """Upsert ``(email, properties)`` records in one call; creates the contacts HubSpot does not have.
 
-        Every input carries its own ``objectWriteTraceId`` so that HubSpot answers 207 with the good
+        Every input carries its own ``objectWriteTraceId`` so that HubSpot can answer 207 with the good
         inputs written and one error per bad one ("Upsert contacts" reference: inputs[].objectWriteTraceId,
-        answer errors[] and numErrors). A 400 for the whole batch raises ``BatchRejected``.
+        answer errors[] and numErrors). A whole-batch refusal raises ``BatchRejected``.
         """
-        if not 0 < len(records) <= MAX_BATCH:
-            raise ValueError(f"a batch upsert takes 1 to {MAX_BATCH} inputs, got {len(records)}")
-        inputs = [{"idProperty": id_property, "id": record_id, "properties": properties} for record_id, properties in records]
+        return self._batch_write("contacts/batch/upsert", records, updates=False)
+
+    def batch_update_by_email(self, records: Sequence[tuple[str, dict[str, str]]]) -> UpsertAnswer:
+        """Update existing contacts by email; never creates one ("Update contacts": inputs {id, idProperty,
+        properties, objectWriteTraceId}, same 100-input limit). Contacts HubSpot does not have (deleted, or an
+        address it no longer resolves after a merge) come back in ``gone``, whether HubSpot answers 207 with
+        OBJECT_NOT_FOUND errors or refuses the whole batch (``BatchRejected.gone`` / ``not_found``)."""
+        return self._batch_write("contacts/batch/update", records, updates=True)
+
+    def _batch_write(
+        self, endpoint: str, records: Sequence[tuple[str, dict[str, str]]], updates: bool
+    ) -> UpsertAnswer:
+        inputs = [{"idProperty": "email", "id": email, "properties": properties} for email, properties in records]
         if self.trace_ids:
             for item in inputs:
                 item["objectWriteTraceId"] = uuid.uuid4().hex
         try:
-            body = self.hook.request_json(
-                "POST", self.hook.path("crm/objects", "contacts/batch/upsert"), json={"inputs": inputs}
-            )
+            body = self.hook.request_json("POST", self.hook.path("crm/objects", endpoint), json={"inputs": inputs})
         except ApiError as error:
-            if error.status == 400:
-                details = [{"category": error.category, **d} for d in error_details(error.body)]
-                raise BatchRejected(
-                    error,
-                    attribute_errors([*details, error.body], inputs),  # the most specific entries first
-                    quoted_values(details, inputs),
-                    describe(error.body, error.category or "VALIDATION_ERROR"),
-                ) from None
+            if error.status in (400, 404):
+                raise batch_rejected(error, inputs, updates) from None
             raise
-        return read_upsert_answer(body or {}, inputs, id_property)
+        return read_upsert_answer(body or {}, inputs, "email")
 
     def batch_read(
         self, ids: Iterable[str], properties: Sequence[str] = (), id_property: str = "email"
@@ -251,6 +270,54 @@ def describe(entry: dict[str, Any], default_category: str) -> Reject:
     return Reject(str(entry.get("category") or code or default_category), reason, _field_of(entry))
 
 
+def is_not_found(entry: dict[str, Any]) -> bool:
+    """An error entry saying the objects do not exist (category or code OBJECT_NOT_FOUND)."""
+    return NOT_FOUND in (entry.get("category"), _code_of(entry))
+
+
+def batch_rejected(error: ApiError, inputs: Sequence[dict[str, Any]], updates: bool) -> BatchRejected:
+    """What a whole-batch refusal tells about its inputs: an update's OBJECT_NOT_FOUND names missing contacts
+    (by ``context.ids`` or by quoting them, or none); validation answers name culprits, property carriers or
+    values. Only an answer categorised OBJECT_NOT_FOUND counts as not found, never a bare 404 (a wrong path)."""
+    details = [{"category": error.category, **d} for d in error_details(error.body)]
+    entries = [*details, error.body]  # the most specific entries first
+    not_found = updates and any(is_not_found(e) for e in entries)
+    gone: set[int] = set()
+    if not_found:
+        gone = set(attribute_errors([e for e in entries if is_not_found(e) or e is error.body], inputs))
+        if not gone:
+            message = f" {error.body.get('message') or error.message} "
+            quoted = [re.compile(rf"[\s\[\"',]{re.escape(item['id'])}[\s\]\"',]") for item in inputs]
+            gone = {i for i, pattern in enumerate(quoted) if pattern.search(message)}
+    blamed = {i: r for i, r in attribute_errors(entries, inputs).items() if i not in gone}
+    blamed.update({i: r for i, r in refused_values(details, inputs).items() if i not in gone})
+    return BatchRejected(
+        error,
+        blamed,
+        quoted_values(details, inputs) - gone,
+        describe(error.body, error.category or "VALIDATION_ERROR"),
+        gone,
+        not_found,
+    )
+
+
+def refused_values(details: Sequence[dict[str, Any]], inputs: Sequence[dict[str, Any]]) -> dict[int, Reject]:
+    """Inputs holding the very value a value-level error is about: its message starts with the value
+    (INVALID_OPTION) or reads "Email address <value> is invalid" (INVALID_EMAIL). The same check refuses
+    every input with that value, so these are verdicts, not clues."""
+    blamed: dict[int, Reject] = {}
+    for detail in details:
+        field_name, code = _field_of(detail), _code_of(detail)
+        message = str(detail.get("message") or "").strip()
+        if code not in VALUE_LEVEL_CODES or not field_name or not message:
+            continue
+        for i, item in enumerate(inputs):
+            value = item["id"] if field_name == item.get("idProperty") else item["properties"].get(field_name)
+            if value and (message.startswith(f"{value} ") or message == f"Email address {value} is invalid"):
+                blamed.setdefault(i, describe(detail, "VALIDATION_ERROR"))
+    return blamed
+
+
 def quoted_values(details: Sequence[dict[str, Any]], inputs: Sequence[dict[str, Any]]) -> set[int]:
     """Inputs whose value of the property an error names is quoted in its message, as in HubSpot's
     "x was not one of the allowed options" or "Email address x is invalid"."""
@@ -270,7 +337,10 @@ def quoted_values(details: Sequence[dict[str, Any]], inputs: Sequence[dict[str, 
 def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], id_property: str) -> UpsertAnswer:
     """Map a 200/201/207 answer back to inputs: errors by trace id (or id), results by trace id or by
     the id property's value. Inputs that match nothing are accounted for, never dropped."""
-    rejected = attribute_errors([e for e in body.get("errors") or [] if isinstance(e, dict)], inputs)
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    gone = set(attribute_errors([e for e in errors if is_not_found(e)], inputs))
+    refused = attribute_errors([e for e in errors if not is_not_found(e)], inputs)
+    rejected = {i: r for i, r in refused.items() if i not in gone}
     by_trace = {item["objectWriteTraceId"]: i for i, item in enumerate(inputs) if "objectWriteTraceId" in item}
     by_id = {str(item["id"]).strip().lower(): i for i, item in enumerate(inputs)}
     written: dict[int, Written] = {}
@@ -285,7 +355,7 @@ def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], i
             unmatched.append(entry)
         else:
             written[index] = entry
-    rest = [i for i in range(len(inputs)) if i not in written and i not in rejected]
+    rest = [i for i in range(len(inputs)) if i not in written and i not in rejected and i not in gone]
     if len(unmatched) == len(rest):
         # Results we could not match (no trace id, no email echoed): the rest were written, ids unknown.
         written.update({i: Written(None, entry.new) for i, entry in zip(rest, unmatched)})
@@ -297,4 +367,4 @@ def read_upsert_answer(body: dict[str, Any], inputs: Sequence[dict[str, Any]], i
                 f"HubSpot's answer neither confirmed nor rejected this input ({len(unmatched)} unmatched results, "
                 f"{unexplained} errors reported)",
             )
-    return UpsertAnswer(written, rejected)
+    return UpsertAnswer(written, rejected, gone)
