@@ -147,7 +147,7 @@ def test_audience_files_csv_and_parquet(population, tmp_path):
         rows = list(reader)
     base = [
         "_id",
-        "identityMap.email",
+        "identityMap.Email",  # Adobe's namespace code, the seed's default
         "identityMap.ECID",
         "personalEmail.address",
         "person.name.firstName",

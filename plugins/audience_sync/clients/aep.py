@@ -182,6 +182,11 @@ class AepClient:
         files = self.hook.paginate(f"{DATA_ACCESS}/batches/{batch_id}/files", ("data",), {"start": 0, "limit": 100})
         return [f["dataSetFileId"] for f in files]
 
+    def list_file_parts(self, file_id: str) -> list[dict[str, Any]]:
+        """Superseded by ``iter_export_parts`` (which follows directories); kept until the export operator
+        calls that instead."""
+        return [{"name": name, "length": length} for _, name, length in self._file_parts(file_id, (file_id,), 1)]
+
     def iter_export_parts(self, batch_id: str, max_depth: int = MAX_DIRECTORY_DEPTH) -> Iterator[tuple[str, str, int]]:
         """Every downloadable part of a batch as ``(file_id, name, length)``, in listing order.
 
