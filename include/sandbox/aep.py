@@ -107,7 +107,8 @@ HUBSPOT_SPEC = {
             },
         }
     ],
-    "sourceSpec": {"attributes": {"uiAttributes": {"isSource": True, "category": {"key": "marketingAutomation"}}}},
+    # flow-service.yaml SourceSpecDTO: attributes.uiAttributes.category is a string such as marketingAutomation
+    "sourceSpec": {"attributes": {"uiAttributes": {"isSource": True, "category": "marketingAutomation"}}},
 }
 CONNECTION_SPECS = {HUBSPOT_SPEC["id"]: HUBSPOT_SPEC}
 
@@ -496,7 +497,7 @@ class AepApp:
         page: dict[str, Any] = {"totalCount": total, "pageSize": len(rows)}
         result: dict[str, Any] = {"children": [json.loads(r["body"]) for r in rows], "_page": page, "_links": {}}
         if start + limit < total:
-            page["next"] = str(start + limit)
+            page["next"] = start + limit  # segmentation.yaml AudiencesList: _page.next is an integer
             result["_links"]["next"] = {"href": f"{UPS}/audiences?start={start + limit}&limit={limit}"}
         return Response(200, result)
 
@@ -673,7 +674,8 @@ class AepApp:
         page = jobs[offset : offset + limit]
         result: dict[str, Any] = {
             "records": page,
-            "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": offset, "pageSize": len(page)},
+            # segmentation.yaml GetExportJobsResponse: page.pageOffset is a string (e.g. "1540974701302_96")
+            "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": str(offset), "pageSize": len(page)},
         }
         if offset + limit < len(jobs):
             result["link"] = {"next": f"{UPS}/export/jobs?limit={limit}&offset={offset + limit}"}
