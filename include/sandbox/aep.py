@@ -533,7 +533,8 @@ class AepApp:
         if not isinstance(segments, list) or not segments:
             problems.append("filter.segments must be a non-empty list")
             segments = []
-        known = {r["id"]: membership_namespace(json.loads(r["body"])) for r in self.state.query("SELECT id, body FROM audiences")}
+        rows = self.state.query("SELECT id, body FROM audiences")
+        known = {r["id"]: membership_namespace(json.loads(r["body"])) for r in rows}
         for i, segment in enumerate(segments):
             if not isinstance(segment, dict):
                 problems.append(f"filter.segments[{i}] must be an object")
@@ -720,12 +721,14 @@ class AepApp:
     def _directory(self, request: Request, batch_id: str, level: int) -> Response:
         """Level ``level`` of the ``--file-dirs`` chain: the next directory, or at the bottom the batch's files,
         each as a ``dataSetFileId`` entry ("Directory response") [DATA]."""
-        if not self.state.query("SELECT 1 FROM batches WHERE id = ?", (batch_id,)) or not 1 <= level <= self.config.file_dirs:
+        known = self.state.query("SELECT 1 FROM batches WHERE id = ?", (batch_id,))
+        if not known or not 1 <= level <= self.config.file_dirs:
             raise aep_error(404, "DAS-1405-404", "Not Found", f"file {_directory_id(batch_id, level)} was not found")
         if level < self.config.file_dirs:
             ids = [_directory_id(batch_id, level + 1)]
         else:
-            ids = [r["id"] for r in self.state.query("SELECT id FROM files WHERE batch_id = ? ORDER BY seq", (batch_id,))]
+            rows = self.state.query("SELECT id FROM files WHERE batch_id = ? ORDER BY seq", (batch_id,))
+            ids = [r["id"] for r in rows]
         data = [self._file_entry(request, file_id) for file_id in ids]
         return Response(200, {"data": data, "_page": {"limit": 100, "count": len(data)}})
 

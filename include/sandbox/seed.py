@@ -363,7 +363,8 @@ def _audience_body(audience_id: str, name: str, seq: int, namespace: str = PLATF
     # PlatformGeneratedAudience / ExternallyGeneratedAudience schemas of segmentation.yaml)
     created = BASE_TIME_MS - (100 - seq) * DAY_MS
     platform = namespace == PLATFORM_NAMESPACE
-    origin = "REAL_TIME_CUSTOMER_PROFILE" if platform else "AUDIENCE_MANAGER" if namespace.startswith("AAM") else "CUSTOM_UPLOAD"
+    origin = "AUDIENCE_MANAGER" if namespace.startswith("AAM") else "CUSTOM_UPLOAD"
+    origin = "REAL_TIME_CUSTOMER_PROFILE" if platform else origin
     return {
         "id": audience_id,
         "audienceId": audience_id,
@@ -527,7 +528,12 @@ def mutate_population(
 
 
 def audience_file_table(
-    profiles, memberships, audience_ids: list[str], statuses: list[str], for_csv: bool, shape: ExportShape = ExportShape()
+    profiles,
+    memberships,
+    audience_ids: list[str],
+    statuses: list[str],
+    for_csv: bool,
+    shape: ExportShape = ExportShape(),
 ) -> pa.Table:
     """The flat, dotted-column table described in the module docstring."""
     members, chosen, _ = select_members(profiles, memberships, audience_ids, statuses)
@@ -619,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = {
                 "profiles": result.profiles,
                 "memberships": result.memberships,
-                "audiences": [{"id": a["id"], "name": a["name"], "namespace": a["namespace"]} for a in result.audiences],
+                "audiences": [{k: a[k] for k in ("id", "name", "namespace")} for a in result.audiences],
                 "dirt": result.dirt,
                 "seconds": round(result.seconds, 2),
             }

@@ -3,9 +3,11 @@ the nested export schema that the API export produces, so that everything downst
 
 Flat files name XDM paths with dots (Experience League, "Activate audiences to batch profile export
 destinations": selected fields are exported as columns named by their XDM path):
-``_id`` (optional: nothing documents that exports carry it), ``personalEmail.address``, ``person.name.firstName``, ``workAddress.city``, ``identityMap.<namespace>``
-(the identity value), and per audience ``segmentMembership.ups.<audienceId>.status`` /
-``.lastQualificationTime``. Parquet files may also carry the nested columns themselves.
+``_id`` (optional: nothing documents that exports carry it), ``personalEmail.address``,
+``person.name.firstName``, ``workAddress.city``, ``identityMap.<namespace>`` (the identity value), and per
+audience ``segmentMembership.<namespace>.<audienceId>.status`` / ``.lastQualificationTime`` (``ups`` for
+Platform-built audiences, the audience's own namespace otherwise). Parquet files may also carry the nested
+columns themselves.
 
 Pure: no Airflow, no network; the caller opens the files.
 """

@@ -251,7 +251,8 @@ def _check_schema(schema: pa.Schema, mapping: Mapping, part: str) -> list[str]:
     ]
     if missing:
         raise MappingError(f"export part {part}: mapped source path(s) missing from the export: {'; '.join(missing)}")
-    wanted = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN} | {s.split(".")[0] for f in mapping.fields for s in f.sources}
+    wanted = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN}
+    wanted |= {s.split(".")[0] for f in mapping.fields for s in f.sources}
     return [name for name in schema.names if name in wanted]
 
 

@@ -108,7 +108,10 @@ def test_files_without_id_in_other_namespaces(tmp_path, fmt):
                                   export_ids=False, audience_namespaces=["AEPSegments", "AAM"])
     ids = [a["id"] for a in result.audiences]
     files = seed.write_audience_files(db, tmp_path / fmt, fmt, ids)
-    header = pq.read_schema(files[0]).names if fmt == "parquet" else files[0].read_text().splitlines()[0].replace('"', "").split(",")
+    if fmt == "parquet":
+        header = pq.read_schema(files[0]).names
+    else:
+        header = files[0].read_text().splitlines()[0].replace('"', "").split(",")
     assert "_id" not in header and "identityMap.email" in header
     assert f"segmentMembership.AAM.{ids[1]}.status" in header and f"segmentMembership.ups.{ids[0]}.status" in header
     table = convert(files)

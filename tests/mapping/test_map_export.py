@@ -395,8 +395,8 @@ def test_audience_statuses_are_read_in_each_audience_namespace(tmp_path, mapping
     namespace: each audience's status is read where the Audiences API says it lives."""
     namespaces = {"seg-churn": "AAM"}
     profiles = [
-        profile("p1", emails=[("a@example.com", True)], audiences={"seg-gold": ("realized", 1), "seg-churn": ("existing", 1)},
-                audience_namespaces=namespaces),
+        profile("p1", emails=[("a@example.com", True)], audience_namespaces=namespaces,
+                audiences={"seg-gold": ("realized", 1), "seg-churn": ("existing", 1)}),
         profile("p2", emails=[("b@example.com", True)], audiences={"seg-churn": ("exited", 1)},
                 audience_namespaces={"seg-churn": "ups"}),  # same id, other namespace: not this audience
     ]

@@ -138,7 +138,11 @@ class AepClient:
                 continue
             if all(r["id"] != match["id"] for r in resolved):
                 resolved.append(
-                    {"id": match["id"], "name": match.get("name") or match["id"], "namespace": audience_namespace(match)}
+                    {
+                        "id": match["id"],
+                        "name": match.get("name") or match["id"],
+                        "namespace": audience_namespace(match),
+                    }
                 )
         if unknown:
             names = ", ".join(sorted(repr(a.get("name")) for a in audiences)) or "none"
@@ -150,7 +154,10 @@ class AepClient:
     # --- export jobs ------------------------------------------------------------------------------
     @staticmethod
     def export_job_body(
-        audiences: list[dict[str, str] | str], dataset_id: str, merge_policy_id: str, fields: str = DEFAULT_EXPORT_FIELDS
+        audiences: list[dict[str, str] | str],
+        dataset_id: str,
+        merge_policy_id: str,
+        fields: str = DEFAULT_EXPORT_FIELDS,
     ) -> dict[str, Any]:
         """``audiences`` as ``resolve_audiences`` returns them, each sent with its own ``segmentNs`` (a bare
         id means a Platform-built audience, ``ups``).
@@ -215,7 +222,9 @@ class AepClient:
                     raise InputError(f"AEP file directory {' > '.join(path)} nests deeper than {max_depth} levels")
                 yield from self._file_parts(child, (*path, child), max_depth)
             else:
-                raise InputError(f"AEP file {file_id}: an entry has neither a name nor a dataSetFileId: {sorted(entry)}")
+                raise InputError(
+                    f"AEP file {file_id}: an entry has neither a name nor a dataSetFileId: {sorted(entry)}"
+                )
 
     def download_part(self, file_id: str, name: str, destination, expected_length: int | None = None) -> int:
         """Stream ``GET /files/{id}?path=<name>`` ("Data Access API guide": the file's bytes) to a local or
