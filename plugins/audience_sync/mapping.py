@@ -208,12 +208,24 @@ def check_governance(mapping: Mapping) -> None:
         for f in mapping.fields
         for source in f.sources
         for blocked in mapping.blocked_fields
-        if source == blocked or source.startswith(blocked + ".") or blocked.startswith(source + ".")
+        if _overlaps(source, blocked)
     ]
     if violations:
         raise GovernanceError(
             f"mapping file {mapping.path}: governance forbids sending these fields out of AEP: {'; '.join(violations)}"
         )
+
+
+def _overlaps(source: str, blocked: str) -> bool:
+    """Same path, or one inside the other. Identity namespaces compare case-insensitively, as they are read:
+    blocking ``identityMap.ECID`` also blocks ``identityMap.ecid``."""
+    source, blocked = _namespace_folded(source), _namespace_folded(blocked)
+    return source == blocked or source.startswith(blocked + ".") or blocked.startswith(source + ".")
+
+
+def _namespace_folded(path: str) -> str:
+    head, _, rest = path.partition(".")
+    return f"{head}.{rest.lower()}" if head == IDENTITY_ROOT and rest else path
 
 
 # ------------------------------------------------------------------------------------- schema handling

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from audience_sync.mapping import MAX_VALUE_LENGTH, MappingError, load_mapping, map_export
+from audience_sync.mapping import MAX_VALUE_LENGTH, GovernanceError, MappingError, load_mapping, map_export
 from benchmarks.mapping_baseline import map_export_baseline
 from xdm_profiles import profile, synthetic_part, write_part
 
@@ -406,3 +406,17 @@ def test_audience_statuses_are_read_in_each_audience_namespace(tmp_path, mapping
     assert value(mapped, "p2", "aep_churn") is None
     _, default, _ = run(tmp_path / "default", [part], mapping)  # without namespaces: ups for every audience
     assert value(default, "p1", "aep_churn") is None and value(default, "p2", "aep_churn") == "exited"
+
+
+def test_a_blocked_identity_namespace_is_blocked_in_any_case(tmp_path):
+    """Namespaces are read case-insensitively, so governance compares them the same way."""
+    path = tmp_path / "mapping.yaml"
+    path.write_text(
+        "fields:\n  - {source: identityMap.Email, target: email}\n  - {source: identityMap.ecid, target: ecid}\n"
+        "governance:\n  blocked_fields: [identityMap.ECID]\n"
+    )
+    with pytest.raises(GovernanceError, match=r"ecid <- identityMap.ecid \(blocked: identityMap.ECID\)"):
+        load_mapping(path)
+    path.write_text("fields:\n  - {source: identityMap.EMAIL, target: email}\n"
+                    "governance:\n  blocked_fields: [identityMap.ECID, person.birthDate]\n")
+    assert load_mapping(path).email.source == "identityMap.EMAIL"
