@@ -53,15 +53,10 @@ def run_export(client: AepClient, audiences: list[dict]) -> dict:
 
 
 def download(client: AepClient, job: dict, folder) -> tuple[list[str], int]:
-    """What the export step does: every part through ``iter_export_parts``, rows counted from the footers."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths, rows = [], 0
-    for number, (file_id, name, length) in enumerate(client.iter_export_parts(job["destination"]["batchId"])):
-        path = folder / f"part-{number:05d}.parquet"
-        client.download_part(file_id, name, path, length)
-        rows += pq.ParquetFile(path).metadata.num_rows
-        paths.append(str(path))
-    return paths, rows
+    result = client.download_export(job, folder)
+    assert result.bytes == sum((folder / p).stat().st_size for p in result.paths)
+    return result.paths, result.rows
 
 
 def expected_rows(db, audience_ids: list[str]) -> int:
@@ -87,7 +82,6 @@ def test_audiences_export_and_map_under_their_own_namespace(aep, tmp_path):
     job = run_export(client, resolved)
     assert [s["segmentNs"] for s in job["filter"]["segments"]] == ["ups", "AAM", "ups"]
     paths, rows = download(client, job, tmp_path / "export")
-    check_export_count(job, rows)
     keys = {ns for p in paths for row in pq.read_table(p)["segmentMembership"].to_pylist() for ns, _ in row or []}
     assert keys == {"ups", "AAM"}
 
@@ -154,15 +148,22 @@ def test_check_export_count_compares_with_the_job_counter():
 
 @pytest.mark.parametrize("counter", ["exact", "absent", "off-by-one"])
 def test_rows_read_are_checked_against_the_served_counter(aep, tmp_path, counter):
-    client, seeded, _ = aep("--profile-counter", counter)
-    job = run_export(client, [a["id"] for a in seeded.audiences])
-    _, rows = download(client, job, tmp_path / "export")
+    client, seeded, server = aep("--profile-counter", counter)
+    ids = [a["id"] for a in seeded.audiences]
+    job = run_export(client, ids)
+    rows = expected_rows(server.db, ids)
     assert ("totalExportedProfileCounter" in job["metrics"]) == (counter != "absent")
     if counter == "off-by-one":
-        with pytest.raises(InputError, match=f"reports {rows + 1} exported profiles but {rows} rows"):
-            check_export_count(job, rows)
+        with pytest.raises(InputError, match=f"reports {rows + 1} exported profiles but {rows} rows were read"):
+            download(client, job, tmp_path / "export")
     else:
-        check_export_count(job, rows)
+        assert download(client, job, tmp_path / "export")[1] == rows
+
+
+def test_a_job_without_a_batch_is_refused(aep, tmp_path):
+    client, _, _ = aep()
+    with pytest.raises(InputError, match="job 5 has no destination.batchId"):
+        client.download_export({"id": 5, "status": "SUCCEEDED", "destination": {}}, tmp_path)
 
 
 # --- exported profile shapes ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -252,6 +253,34 @@ class AepClient:
         return written
 
 
+    def download_export(self, job: dict[str, Any], folder, part_name: str = "part-{:05d}.parquet") -> ExportDownload:
+        """Every Parquet part of a SUCCEEDED job's batch into ``folder`` (directories followed), rows counted
+        from the footers and checked against the job's profile counter before anything downstream runs.
+        A part that is not Parquet is logged and left out; the count check then fails the run if it held rows."""
+        batch_id = (job.get("destination") or {}).get("batchId")
+        if not batch_id:
+            raise InputError(f"AEP export job {job.get('id')} has no destination.batchId to download")
+        folder = storage.as_path(folder)
+        download = ExportDownload()
+        for file_id, name, length in self.iter_export_parts(batch_id):
+            if not name.lower().endswith(".parquet"):
+                log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, name)
+                continue
+            path = folder / part_name.format(len(download.paths))
+            download.bytes += self.download_part(file_id, name, path, length)
+            download.rows += parquet_footer(path)[1]
+            download.paths.append(str(path))
+        check_export_count(job, download.rows)
+        return download
+
+
+@dataclass
+class ExportDownload:
+    paths: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+
+
 def parquet_footer(path) -> tuple[pa.Schema, int]:
     """Schema and row count from the Parquet footer, without reading the data."""
     path = storage.as_path(path)
@@ -269,6 +298,7 @@ __all__ = [
     "ApiError",
     "UnknownAudienceError",
     "DownloadSizeMismatch",
+    "ExportDownload",
     "audience_namespace",
     "check_export_count",
     "parquet_footer",
