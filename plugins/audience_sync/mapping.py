@@ -196,7 +196,7 @@ def _parse_rows(rows, name: str) -> tuple[FieldMapping, ...]:
     if "email" not in seen:
         raise MappingError(
             f"mapping file {name}: no row with target 'email'; HubSpot contacts are upserted on their email "
-            "(e.g. source: identityMap.email, fallback: personalEmail.address, target: email)"
+            "(e.g. source: identityMap.Email, fallback: personalEmail.address, target: email)"
         )
     return tuple(parsed)
 

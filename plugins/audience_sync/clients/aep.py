@@ -15,6 +15,7 @@ from audience_sync import storage
 from audience_sync.errors import InputError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
+from audience_sync.mapping import AUDIENCE_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,8 @@ DEFAULT_EXPORT_FIELDS = (
     "workAddress.street1,workAddress.city,workAddress.country,segmentMembership"
 )
 CHUNK_SIZE = 1 << 20
-# Segmentation spec, export job ``filter.segments[].segmentNs``: "By default, the value is 'ups'", the
-# segmentMembership key of Platform-built audiences, whose audience object says ``namespace: AEPSegments``.
-DEFAULT_SEGMENT_NAMESPACE = "ups"
-PLATFORM_AUDIENCE_NAMESPACES = frozenset({"aepsegments", "ups"})
+# Platform-built audiences say ``namespace: AEPSegments`` and are exported under ``ups`` (AUDIENCE_NAMESPACE).
+PLATFORM_AUDIENCE_NAMESPACES = frozenset({"aepsegments", AUDIENCE_NAMESPACE})
 MAX_DIRECTORY_DEPTH = 8  # Data Access directories nest; a deeper chain is an answer we do not understand
 
 
@@ -53,7 +52,7 @@ def audience_namespace(audience: dict[str, Any]) -> str:
     audience's own namespace (e.g. ``AAM`` for Audience Manager, custom uploads' namespace)."""
     namespace = str(audience.get("namespace") or "").strip()
     if not namespace or namespace.lower() in PLATFORM_AUDIENCE_NAMESPACES:
-        return DEFAULT_SEGMENT_NAMESPACE
+        return AUDIENCE_NAMESPACE
     return namespace
 
 
@@ -169,7 +168,7 @@ class AepClient:
             "mergePolicy": {"id": merge_policy_id},
             "filter": {
                 "segments": [
-                    {"segmentId": a["id"], "segmentNs": a.get("namespace") or DEFAULT_SEGMENT_NAMESPACE,
+                    {"segmentId": a["id"], "segmentNs": a.get("namespace") or AUDIENCE_NAMESPACE,
                      "status": list(EXPORT_STATUSES)}
                     for a in ({"id": x} if isinstance(x, str) else x for x in audiences)
                 ]
