@@ -165,8 +165,8 @@ def test_download_checks_the_reported_length(aep, tmp_path):
     result = operator(tmp_path, [aep.audiences[0]["id"]]).execute({})
     client = AepClient(AepHook())
     batch_id = client.get_export_job(result["job_id"])["destination"]["batchId"]
-    file_id = client.list_batch_files(batch_id)[0]
-    part = client.list_file_parts(file_id)[0]
+    file_id, name, length = next(client.iter_export_parts(batch_id))
+    part = {"name": name, "length": length}
     target = tmp_path / "again.parquet"
     written = client.download_part(file_id, part["name"], target, part["length"])
     assert written == part["length"] == target.stat().st_size
