@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_mapping_matches_the_seed_destination():
     mapping = load_mapping(DEFAULT)
     assert mapping.target_properties == ["email", "firstname", "lastname", "address", "city", "country"]
-    assert mapping.email.sources == ("identityMap.email", "personalEmail.address")
+    assert mapping.email.sources == ("identityMap.Email", "personalEmail.address")  # Adobe's namespace code
     assert [f.source for f in mapping.attributes] == [
         "person.name.firstName",
         "person.name.lastName",

@@ -48,8 +48,6 @@ def map_file(name: str, tmp_path: Path, mapping_path: Path = DEFAULT_MAPPING, au
 
 # name → (error type, fragments the message must hold)
 FILE_ERRORS = {
-    "export_no_id.csv": (file_exports.ExportFileError, ["no '_id' column"]),
-    "export_row_without_id.csv": (file_exports.ExportFileError, ["row 2 has no '_id'"]),
     "export_wrong_types.parquet": (file_exports.ExportFileError, ["do not match the export schema"]),
     "export_corrupt.parquet": (file_exports.ExportFileError, ["not a readable Parquet file"]),
     "export_truncated.parquet": (file_exports.ExportFileError, ["not a readable Parquet file"]),
@@ -88,6 +86,17 @@ def test_bad_records_are_rejected_with_reasons(name, tmp_path):
     assert assert_rejects_explained(tmp_path / "map") == sum(FILE_REJECTS[name].values())
     mapped = sum(pq.read_metadata(p).num_rows for p in result.mapped_paths)
     assert mapped == result.counts["valid"] == result.counts["exported"] - result.counts["rejected"]
+
+
+@pytest.mark.parametrize(
+    ("name", "ids"),
+    [("export_no_id.csv", {"email:ada@example.com"}), ("export_row_without_id.csv", {"p1", "email:bob@example.com"})],
+)
+def test_profiles_without_id_are_mapped_under_their_primary_identity(name, ids, tmp_path):
+    """Nothing documents that an export carries ``_id`` (issue 12): the profile id falls back to the identity."""
+    result = map_file(name, tmp_path)
+    assert result.counts["valid"] == result.counts["exported"] == len(ids)
+    assert {i for p in result.mapped_paths for i in pq.read_table(p)["_profile_id"].to_pylist()} == ids
 
 
 def test_value_over_the_length_limit_is_rejected_naming_the_property(tmp_path):
