@@ -8,7 +8,9 @@ Run-time settings (POST /_sandbox/faults): the generic ``common.Faults`` fields 
 lifetime of new OAuth access tokens) plus these keys of ``extra``, each falling back to its start-up flag when
 absent: ``rate_limit`` (calls per window), ``interval_ms`` (window length), ``daily_limit``, ``search_rate``
 (search calls per second), ``index_delay_seconds`` (how far search lags writes), ``validation_rules`` (property
-names a 2026-09 write must leave set on the contact).
+names a 2026-09 write must leave set on the contact), ``usage_status`` (401 or 403: the daily-usage endpoint refuses
+the token with a MISSING_SCOPES body; null answers it). The generic ``answers`` fault serves 423 (with or without
+Retry-After), 503 with any Retry-After, HTML 502/503/200 pages, truncated JSON and cut bodies (``sandbox.common``).
 Extra admin endpoint: GET /_sandbox/contacts → ``{"contacts": [{id, properties, createdAt, updatedAt}]}``.
 """
 
@@ -67,7 +69,15 @@ DEFAULTS: dict[str, Any] = {
     "search_rate": 5,  # "Search the CRM": 5 requests per second per account
     "index_delay_seconds": 2.0,
     "validation_rules": [],
+    "usage_status": None,
 }
+# "Error handling" (developers.hubspot.com/docs/api-reference/error-handling): a token without the scope a call needs
+# gets 403 with category MISSING_SCOPES and the scopes in errors[].context.requiredGranularScopes. The usage
+# endpoint's spec lists the ``oauth`` scope, which private apps and service keys seldom hold; some tokens get 401.
+MISSING_SCOPES_MESSAGE = (
+    "This app hasn't been granted all required scopes to make this call. "
+    "Read more about required scopes here: https://developers.hubspot.com/scopes."
+)
 
 
 def correlation_id() -> str:
@@ -80,8 +90,15 @@ def error_response(error: HubSpotError, headers: dict[str, str] | None = None) -
 
 def fault_response(status: int) -> Response:
     """Injected 5xx, unknown routes and malformed JSON, in HubSpot's error body shape."""
-    categories = {400: "VALIDATION_ERROR", 404: "OBJECT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    messages = {400: "Invalid input JSON", 404: "resource not found", 405: "method not allowed"}
+    # 423: "Error handling" lists 423 Locked for high-volume syncing into one account (wait at least 2 s).
+    categories = {400: "VALIDATION_ERROR", 404: "OBJECT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 423: "LOCKED"}
+    messages = {
+        400: "Invalid input JSON",
+        404: "resource not found",
+        405: "method not allowed",
+        423: "Locked: too many concurrent writes to this account; retry after at least 2 seconds",
+        503: "service unavailable",
+    }
     return error_response(
         HubSpotError(status, categories.get(status, "INTERNAL_ERROR"), messages.get(status, "internal error"))
     )
@@ -345,6 +362,24 @@ class HubSpotSandbox:
         return Response(200, self.store.update_property(unquote(request.params["name"]), _object_body(request)))
 
     def usage(self, request: Request, version: str) -> Response:
+        refusal = self.setting("usage_status")
+        if refusal:
+            return Response(
+                int(refusal),
+                {
+                    "status": "error",
+                    "message": MISSING_SCOPES_MESSAGE,
+                    "correlationId": correlation_id(),
+                    "errors": [
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": ["oauth"]},
+                        }
+                    ],
+                    "links": {"scopes": "https://developers.hubspot.com/scopes"},
+                    "category": "MISSING_SCOPES",
+                },
+            )
         return Response(200, self.limiter.usage(int(self.setting("daily_limit"))))
 
     # ---- contacts ----------------------------------------------------------------------------------------
@@ -606,6 +641,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--token-ttl", type=int, default=1800, help="OAuth access token lifetime in seconds")
     parser.add_argument("--validation-rules", default="", help="comma-separated properties 2026-09 writes must set")
+    parser.add_argument(
+        "--usage-status", type=int, choices=[401, 403], default=None,
+        help="the daily-usage endpoint refuses the token (MISSING_SCOPES) with this status",
+    )
     add_fault_arguments(parser)
     return parser.parse_args(argv)
 
@@ -627,6 +666,7 @@ def main(argv: list[str] | None = None) -> None:
         "search_rate": args.search_rate,
         "index_delay_seconds": args.index_delay,
         "validation_rules": [r for r in args.validation_rules.split(",") if r],
+        "usage_status": args.usage_status,
     }
     faults = faults_from_args(args, token_ttl_seconds=args.token_ttl, extra=dict(defaults))
     serve(build_server(args.host, args.port, store, faults, defaults))
