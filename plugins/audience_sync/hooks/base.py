@@ -319,14 +319,20 @@ class RetryingApiHook(HttpHook):
         return self._exchange(method, endpoint, json, params, stream, ok_statuses, resend_safe, parse=None)[0]
 
     def request_json(
-        self, method: str, endpoint: str, *, ok_statuses: tuple[int, ...] = (), **kwargs: Any
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        ok_statuses: tuple[int, ...] = (),
+        resend_safe: bool | None = None,
     ) -> Any:
         """The parsed JSON body of a 2xx answer (None when empty, or for a listed non-2xx status). The body is read
         and parsed within the retry loop: an HTML page or a cut or malformed JSON body on a 2xx is retried, and if it
         persists raised as ``RetriesExhausted`` (a ``TransientError``), never as a bare ``ValueError``."""
         response, body = self._exchange(
-            method, endpoint, kwargs.get("json"), kwargs.get("params"), False, ok_statuses,
-            kwargs.get("resend_safe"), parse=parse_json,
+            method, endpoint, json, params, False, ok_statuses, resend_safe, parse=parse_json
         )
         return body if response.ok else None
 
