@@ -15,7 +15,10 @@ Airflow connection ``hubspot_default`` (override per task), conn type ``http``:
   ``/crm/v3`` paths), ``rate_limit`` (requests per window before the first answer tells us, default
   100), ``rate_interval_ms`` (10000), ``search_rate`` (search requests per second, 4), ``rate_share``
   (0 < share ≤ 1: this task's part of the account limit when N tasks run in parallel, e.g. 1/N for an
-  Airflow pool ``hubspot_api`` with N slots; default 1).
+  Airflow pool ``hubspot_api`` with N slots; default 1). The general limit is adaptive: once HubSpot's
+  ``X-HubSpot-RateLimit-Remaining`` (shared by every client of the account) is known, a task takes
+  whatever room the others leave, so ``rate_share`` caps only the search limit (no rate headers there)
+  and a general call made before the first answer.
 
 Extras are never sent as headers (see hooks/base.py); tokens are masked as soon as they are known.
 """
@@ -131,6 +134,7 @@ class HubSpotHook(RetryingApiHook):
             interval_ms / 1000,
             share=self.rate_share,
             stale_after_s=self.timeout,
+            adaptive=True,
         )
 
     @cached_property
@@ -239,7 +243,6 @@ class HubSpotHook(RetryingApiHook):
         self._local.slots = slots
 
     def after_response(self, endpoint: str, response: requests.Response) -> None:
-        self._release_slots()
         headers = response.headers
         try:
             limit = int(headers["X-HubSpot-RateLimit-Max"])
@@ -255,6 +258,7 @@ class HubSpotHook(RetryingApiHook):
             limiter = self.search_limiter if self.is_search(endpoint) else self.limiter
             wait = retry_after_seconds(response)
             limiter.pause(wait if wait is not None else limiter.interval_s)
+        self._release_slots()  # after the count is known: a probing limiter wakes its threads on it
 
     def _release_slots(self) -> None:
         for limiter, slot in getattr(self._local, "slots", ()):
