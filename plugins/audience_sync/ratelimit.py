@@ -76,7 +76,6 @@ class RollingWindowLimiter:
         self.adaptive = adaptive
         self._observed = False  # has the server told how full its window is?
         self._left: list[float] = []  # when our requests recently left the log
-        self._lag = 0.0  # recent longest answer time (decaying)
         self._cap = self.allowed  # adaptive mode: this process's current cap (see _adapted_cap)
         self._cap_raised_at = clock()
         self._slots: list[_Slot] = []
@@ -94,16 +93,17 @@ class RollingWindowLimiter:
         """Requests per window for everybody together: the account limit less the safety margin."""
         return max(1, math.floor(self.limit * (1 - self.margin)))
 
-    def observe(self, remaining: int) -> None:
-        """Account for the server's count (``X-HubSpot-RateLimit-Remaining``) of requests not ours."""
+    def observe(self, remaining: int, sent: float | None = None) -> None:
+        """Account for the server's count (``X-HubSpot-RateLimit-Remaining``) of requests not ours; ``sent``: when the
+        request that carried the count was sent (our clock), if known."""
         with self._cond:
             now = self.clock()
             self._prune(now)
             self._observed = True
             self._cond.notify_all()
-            # Our requests that left our log less than one answer time ago may still be counted by the server when
-            # it answered this one: they are ours, not others'.
-            self._left = [leaves for leaves in self._left if leaves > now - self._lag]
+            # Our requests that left our log after this request was sent may still have been counted by the server
+            # when it answered: they are ours, not others'.
+            self._left = [leaves for leaves in self._left if sent is not None and leaves > sent]
             others = max(0, self.limit - int(remaining) - len(self._slots) - len(self._left))
             if others > len(self._others):
                 self._others.extend([now + self.interval_s] * (others - len(self._others)))
@@ -132,6 +132,7 @@ class RollingWindowLimiter:
             else:
                 self._left.append(slot.done + self.interval_s)
         self._slots = keep
+        self._left = [left for left in self._left if now - left < self.stale_after_s]
         self._others = [leaves for leaves in self._others if leaves > now]
 
     def _wait_time(self, now: float) -> float:
@@ -191,7 +192,6 @@ class RollingWindowLimiter:
         with self._cond:
             if slot.done is None:
                 slot.done = self.clock()
-                self._lag = max(self._lag * 0.9, slot.done - slot.sent)
             self._cond.notify_all()
 
     def pause(self, seconds: float) -> None:

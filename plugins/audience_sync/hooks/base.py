@@ -254,7 +254,7 @@ class RetryingApiHook(HttpHook):
         the outcome is not ``retryable``. Throttling answers (429, 423) are bounded by ``max_throttled_wait`` seconds,
         everything else by ``max_attempts``. Returns the last answer and what ``read`` made of it; raises
         ``RetriesExhausted`` when a retryable outcome is still there at the end."""
-        attempt = 0
+        attempt = failures = 0  # every try; the tries that failed other than by throttling
         started = time.monotonic()
         while True:
             attempt += 1
@@ -277,13 +277,14 @@ class RetryingApiHook(HttpHook):
             if throttled:
                 out_of_tries = time.monotonic() + delay - started > self.retry.max_throttled_wait
             else:
-                out_of_tries = attempt >= self.retry.max_attempts
+                failures += 1
+                out_of_tries = failures >= self.retry.max_attempts
             if out_of_tries:
                 raise self._exhausted(what, outcome, response, attempt, resent=True)
             log.warning(
-                "%s %s %s, retry %d%s in %.1fs",
-                self.service, what, describe_outcome(outcome), attempt,
-                "" if throttled else f"/{self.retry.max_attempts - 1}", delay,
+                "%s %s %s, retry %s in %.1fs",
+                self.service, what, describe_outcome(outcome),
+                f"{attempt}" if throttled else f"{failures}/{self.retry.max_attempts - 1}", delay,
             )
             if response is not None:
                 response.close()

@@ -253,7 +253,8 @@ class HubSpotHook(RetryingApiHook):
             self.limiter.configure(limit, interval)
         remaining = headers.get("X-HubSpot-RateLimit-Remaining")
         if remaining is not None and remaining.strip().lstrip("-").isdigit():
-            self.limiter.observe(int(remaining))
+            sent = next((slot.sent for limiter, slot in getattr(self._local, "slots", ()) if limiter is self.limiter), None)
+            self.limiter.observe(int(remaining), sent)
         if response.status_code == 429:
             limiter = self.search_limiter if self.is_search(endpoint) else self.limiter
             wait = retry_after_seconds(response)
