@@ -193,3 +193,15 @@ def test_oauth_refresh_goes_through_the_retry_loop(hs, caplog):
         if "HubSpot OAuth token refresh answered 50" in caplog.text:
             break
     assert "HubSpot OAuth token refresh answered 50" in caplog.text
+
+
+def test_a_refresh_inside_a_call_takes_no_rate_limit_slot_of_its_own(hs):
+    hs.sandbox.set_faults(token_ttl_seconds=1)
+    hs.connect(oauth=True)
+    hook = HubSpotHook(retry=FAST)
+    for _ in range(3):  # each call finds its token expired and refreshes it inside its own bearer auth
+        hook.request_json("GET", hook.path("crm/properties", "contacts/groups"))
+        time.sleep(1.0)
+    assert len(hs.requests("/oauth/2026-03/token")) == 3
+    assert len(hook.limiter._slots) == 3  # one slot per API call, none for the token calls, none released early
+    assert all(slot.done is not None for slot in hook.limiter._slots)
