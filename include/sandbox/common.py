@@ -18,6 +18,7 @@ import inspect
 import json
 import random
 import re
+import socket
 import sqlite3
 import sys
 import threading
@@ -45,6 +46,7 @@ class Faults:
     force_429: int = 0  # the next N calls to rate-limited routes get the server's 429
     token_ttl_seconds: int | None = None  # lifetime of newly issued access tokens
     fail_exports: int = 0  # AEP: the next N export jobs end FAILED
+    answers: list[str] = field(default_factory=list)  # the next rate-limited calls get these shapes in turn (ANSWERS)
     extra: dict[str, Any] = field(default_factory=dict)  # server-specific knobs
 
     def __post_init__(self) -> None:
@@ -57,6 +59,16 @@ class Faults:
                     raise ValueError(f"unknown fault setting {key!r}")
                 setattr(self, key, value)
 
+    def update_checked(self, values: dict[str, Any]) -> None:
+        """``update`` after checking every answer shape, so a typo is refused instead of served later."""
+        for shape in values.get("answers") or []:
+            parse_answer(shape)
+        self.update(values)
+
+    def take_answer(self) -> str | None:
+        with self._lock:
+            return self.answers.pop(0) if self.answers else None
+
     def take(self, name: str) -> bool:
         """Use up one of a countdown fault (``force_429``, ``fail_exports``); False once none are left."""
         with self._lock:
@@ -67,6 +79,53 @@ class Faults:
             return False
 
 
+# Answer shapes a real API (or what stands in front of it) can give besides its documented bodies. The client must
+# take each as transient. Each one is served on demand: ``answers`` in POST /_sandbox/faults, or ``--answers`` at start.
+# - "<status>" or "<status> retry-after=<s>": the server's own error body with that status (and Retry-After header).
+#   HubSpot "Error handling" (developers.hubspot.com/docs/api-reference/error-handling): 423 Locked when an account
+#   takes a high volume of writes at once (wait at least 2 s); RFC 9110 §10.2.3: Retry-After on 503 and 429, in seconds
+#   or as a date, with no upper bound (a 503 may say 86400).
+# - "html <status>": an HTML page instead of JSON, as a load balancer or CDN in front of an API serves for 502/503 (or
+#   a proxy's 200 page); the API's docs only describe JSON bodies, so nothing promises JSON on these.
+# - "truncated-json": the real answer (the call is carried out) with its JSON body cut in half and a Content-Length
+#   that matches the cut body: an unparseable JSON body on a 2xx.
+# - "cut-body": the real answer announcing its full Content-Length, the connection closed after half of the bytes
+#   (a body cut mid-read: requests raises ChunkedEncodingError / IncompleteRead).
+ANSWER_KINDS = ("status", "html", "truncated-json", "cut-body")
+
+
+@dataclass(frozen=True)
+class AnswerShape:
+    kind: str
+    status: int = 200
+    retry_after: str | None = None
+
+
+def parse_answer(shape: str) -> AnswerShape:
+    words = str(shape).strip().lower().split()
+    if words and words[0] in ("truncated-json", "cut-body") and len(words) == 1:
+        return AnswerShape(words[0])
+    if len(words) == 2 and words[0] == "html" and words[1].isdigit():
+        return AnswerShape("html", int(words[1]))
+    if words and words[0].isdigit() and len(words) <= 2:
+        retry_after = None
+        if len(words) == 2:
+            if not words[1].startswith("retry-after="):
+                raise ValueError(f"unknown answer option {words[1]!r} in {shape!r}")
+            retry_after = words[1].split("=", 1)[1]
+        return AnswerShape("status", int(words[0]), retry_after)
+    raise ValueError(
+        f"unknown answer shape {shape!r}: use '<status>', '<status> retry-after=<s>', 'html <status>', "
+        "'truncated-json' or 'cut-body'"
+    )
+
+
+HTML_PAGE = (
+    "<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center>"
+    "<hr><center>sandbox-proxy</center></body></html>"
+)
+
+
 def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     """Start-up values of the generic fault knobs (POST /_sandbox/faults changes them while serving)."""
     group = parser.add_argument_group("faults")
@@ -74,6 +133,17 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drop-rate", type=float, default=0.0, help="share of API calls closed without an answer")
     group.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
     group.add_argument("--force-429", type=int, default=0, help="the first N rate-limited calls get a 429")
+    group.add_argument(
+        "--answers", type=parse_answer_list, default=[],
+        help="comma-separated answer shapes the first rate-limited calls get in turn, e.g. '423,html 502,cut-body'",
+    )
+
+
+def parse_answer_list(text: str) -> list[str]:
+    shapes = [s.strip() for s in text.split(",") if s.strip()]
+    for shape in shapes:
+        parse_answer(shape)
+    return shapes
 
 
 def faults_from_args(args: argparse.Namespace, **fields: Any) -> Faults:
@@ -83,6 +153,7 @@ def faults_from_args(args: argparse.Namespace, **fields: Any) -> Faults:
         drop_rate=args.drop_rate,
         latency_ms=args.latency_ms,
         force_429=args.force_429,
+        answers=list(args.answers),
         **fields,
     )
 
@@ -269,7 +340,7 @@ class SandboxServer(ThreadingHTTPServer):
     def _faults(self, request: Request) -> Response:
         if request.method in ("POST", "PATCH"):
             try:
-                self.faults.update(_admin_object(request))
+                self.faults.update_checked(_admin_object(request))
             except ValueError as error:
                 raise _admin_error(str(error)) from None
         return Response(200, asdict(self.faults))
@@ -345,6 +416,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = server.fault_response(405 if path_known else 404)
         elif route.limited and faults.take("force_429"):
             response = server.rate_limited(request)
+        elif route.limited and (shape := faults.take_answer()) is not None:
+            server.count("shaped_answers")
+            response = self._shaped(parse_answer(shape), route, request)
+            if response is None:  # a cut body: sent here, nothing more goes on this connection
+                with server.stats_lock:
+                    server.request_log.append(
+                        {"method": request.method, "path": request.path, "status": 200, "time": time.time(), "cut": True}
+                    )
+                return
         else:
             response = self._run(route, request)
         server.count(f"status_{response.status}")
@@ -353,6 +433,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 {"method": request.method, "path": request.path, "status": response.status, "time": time.time()}
             )
         self._send(response)
+
+    def _shaped(self, shape: AnswerShape, route: Route, request: Request) -> Response | None:
+        """One of ``ANSWER_KINDS``; None when the answer was sent (and cut) here."""
+        if shape.kind == "status":
+            response = self.server.fault_response(shape.status)
+            if shape.retry_after is not None:
+                response.headers["Retry-After"] = shape.retry_after
+            return response
+        if shape.kind == "html":
+            reason = self.responses.get(shape.status, ("Error",))[0]
+            page = HTML_PAGE.format(status=shape.status, reason=reason).encode()
+            return Response(shape.status, page, content_type="text/html")
+        response = self._run(route, request)  # the call is carried out; only its answer is damaged
+        payload = response.body if isinstance(response.body, bytes) else json.dumps(response.body).encode()
+        if shape.kind == "truncated-json":
+            response.body = payload[: len(payload) // 2]
+            return response
+        self.send_response(response.status)  # cut-body: announce every byte, send half, hang up
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload[: len(payload) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+        return None
 
     def _run(self, route: Route, request: Request) -> Response:
         """The handler's answer; a crash answers 500 in the server's format and logs where (never the body)."""

@@ -8,13 +8,16 @@ Run-time settings (POST /_sandbox/faults): the generic ``common.Faults`` fields 
 lifetime of new OAuth access tokens) plus these keys of ``extra``, each falling back to its start-up flag when
 absent: ``rate_limit`` (calls per window), ``interval_ms`` (window length), ``daily_limit``, ``search_rate``
 (search calls per second), ``index_delay_seconds`` (how far search lags writes), ``validation_rules`` (property
-names a 2026-09 write must leave set on the contact), and three answer variants the public docs leave open:
+names a 2026-09 write must leave set on the contact), ``usage_status`` (401 or 403: the daily-usage endpoint refuses
+the token with a MISSING_SCOPES body; null answers it), and three answer variants the public docs leave open:
 ``upsert_errors`` ("207": trace ids give a multi-status answer; "400": a batch holding a bad input is refused
 whole, the error naming the bad values, as "partial upserts are not supported when using email as the
 idProperty" allows; "400_silent": refused whole, naming nothing), ``update_not_found`` (how batch/update
 answers ids it has no contact for: "207" per-input OBJECT_NOT_FOUND errors; "404" / "400" whole-batch
 refusals naming the ids; "404_silent" naming nothing) and ``merged_email_lookup`` ("primary": an email merged
 into another contact finds that contact; "not_found": it finds nothing).
+The generic ``answers`` fault serves 423 (with or without Retry-After), 503 with any Retry-After, HTML 502/503/200
+pages, truncated JSON and cut bodies (``sandbox.common``).
 Extra admin endpoint: GET /_sandbox/contacts → ``{"contacts": [{id, properties, createdAt, updatedAt}]}``.
 """
 
@@ -76,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "upsert_errors": "207",
     "update_not_found": "207",
     "merged_email_lookup": "primary",
+    "usage_status": None,
 }
 VARIANTS = {
     "upsert_errors": ("207", "400", "400_silent"),
@@ -84,6 +88,13 @@ VARIANTS = {
 }
 # batch/read's documented 207 wording ("Read a batch of contacts"), reused for updates of unknown ids
 NOT_FOUND_MESSAGE = "Could not update some CONTACT objects, they may be deleted or not exist. Check that ids are valid."
+# "Error handling" (developers.hubspot.com/docs/api-reference/error-handling): a token without the scope a call needs
+# gets 403 with category MISSING_SCOPES and the scopes in errors[].context.requiredGranularScopes. The usage
+# endpoint's spec lists the ``oauth`` scope, which private apps and service keys seldom hold; some tokens get 401.
+MISSING_SCOPES_MESSAGE = (
+    "This app hasn't been granted all required scopes to make this call. "
+    "Read more about required scopes here: https://developers.hubspot.com/scopes."
+)
 
 
 def correlation_id() -> str:
@@ -96,8 +107,15 @@ def error_response(error: HubSpotError, headers: dict[str, str] | None = None) -
 
 def fault_response(status: int) -> Response:
     """Injected 5xx, unknown routes and malformed JSON, in HubSpot's error body shape."""
-    categories = {400: "VALIDATION_ERROR", 404: "OBJECT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    messages = {400: "Invalid input JSON", 404: "resource not found", 405: "method not allowed"}
+    # 423: "Error handling" lists 423 Locked for high-volume syncing into one account (wait at least 2 s).
+    categories = {400: "VALIDATION_ERROR", 404: "OBJECT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 423: "LOCKED"}
+    messages = {
+        400: "Invalid input JSON",
+        404: "resource not found",
+        405: "method not allowed",
+        423: "Locked: too many concurrent writes to this account; retry after at least 2 seconds",
+        503: "service unavailable",
+    }
     return error_response(
         HubSpotError(status, categories.get(status, "INTERNAL_ERROR"), messages.get(status, "internal error"))
     )
@@ -364,6 +382,24 @@ class HubSpotSandbox:
         return Response(200, self.store.update_property(unquote(request.params["name"]), _object_body(request)))
 
     def usage(self, request: Request, version: str) -> Response:
+        refusal = self.setting("usage_status")
+        if refusal:
+            return Response(
+                int(refusal),
+                {
+                    "status": "error",
+                    "message": MISSING_SCOPES_MESSAGE,
+                    "correlationId": correlation_id(),
+                    "errors": [
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": ["oauth"]},
+                        }
+                    ],
+                    "links": {"scopes": "https://developers.hubspot.com/scopes"},
+                    "category": "MISSING_SCOPES",
+                },
+            )
         return Response(200, self.limiter.usage(int(self.setting("daily_limit"))))
 
     # ---- contacts ----------------------------------------------------------------------------------------
@@ -691,6 +727,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, choices in VARIANTS.items():
         flag = f"--{name.replace('_', '-')}"
         parser.add_argument(flag, choices=choices, default=DEFAULTS[name], help=f"the {name} answer variant")
+    parser.add_argument(
+        "--usage-status", type=int, choices=[401, 403], default=None,
+        help="the daily-usage endpoint refuses the token (MISSING_SCOPES) with this status",
+    )
     add_fault_arguments(parser)
     return parser.parse_args(argv)
 
@@ -713,6 +753,7 @@ def main(argv: list[str] | None = None) -> None:
         "index_delay_seconds": args.index_delay,
         "validation_rules": [r for r in args.validation_rules.split(",") if r],
         **{name: getattr(args, name) for name in VARIANTS},
+        "usage_status": args.usage_status,
     }
     faults = faults_from_args(args, token_ttl_seconds=args.token_ttl, extra=dict(defaults))
     serve(build_server(args.host, args.port, store, faults, defaults))

@@ -17,6 +17,13 @@ Other clients of the same account (the previous upsert task, a parallel one, ano
 the same window. ``X-HubSpot-RateLimit-Remaining`` tells how full the server's window is; what it
 counts beyond our own requests is kept as "others" slots, so a task that starts right after
 another does not burst on top of the requests still counted.
+
+Adaptive budget: the same count makes a fixed split of the limit unnecessary. An adaptive limiter
+caps only the account's total (its own requests plus the others'), so a task running alone uses
+the whole budget and tasks running together share it, each taking the room the others leave. Until
+the first answer has told how full the window is, it sends one request at a time (a probe), so a
+task that starts while others run does not burst on top of them. Without rate headers (search) it
+keeps the fixed share.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class RollingWindowLimiter:
     ``share`` (0 < share ≤ 1) is this process's part of the account limit: N task processes that
     run in parallel (an Airflow pool of N slots) each take limit × 1/N.
     ``stale_after_s`` frees a slot whose answer never came (a dropped connection).
+    ``adaptive``: once the server's count is known, ``share`` no longer caps this process (see the module doc).
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class RollingWindowLimiter:
         margin: float = SAFETY_MARGIN,
         stale_after_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        adaptive: bool = False,
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"rate share must be in (0, 1], got {share}")
@@ -64,6 +73,11 @@ class RollingWindowLimiter:
         self.margin = margin
         self.stale_after_s = stale_after_s
         self.clock = clock
+        self.adaptive = adaptive
+        self._observed = False  # has the server told how full its window is?
+        self._left: list[float] = []  # when our requests recently left the log
+        self._cap = self.allowed  # adaptive mode: this process's current cap (see _adapted_cap)
+        self._cap_raised_at = clock()
         self._slots: list[_Slot] = []
         self._others: list[float] = []  # when each request of other clients leaves the window
         self._blocked_until = 0.0
@@ -79,12 +93,18 @@ class RollingWindowLimiter:
         """Requests per window for everybody together: the account limit less the safety margin."""
         return max(1, math.floor(self.limit * (1 - self.margin)))
 
-    def observe(self, remaining: int) -> None:
-        """Account for the server's count (``X-HubSpot-RateLimit-Remaining``) of requests not ours."""
+    def observe(self, remaining: int, sent: float | None = None) -> None:
+        """Account for the server's count (``X-HubSpot-RateLimit-Remaining``) of requests not ours; ``sent``: when the
+        request that carried the count was sent (our clock), if known."""
         with self._cond:
             now = self.clock()
             self._prune(now)
-            others = max(0, self.limit - int(remaining) - len(self._slots))
+            self._observed = True
+            self._cond.notify_all()
+            # Our requests that left our log after this request was sent may still have been counted by the server
+            # when it answered: they are ours, not others'.
+            self._left = [leaves for leaves in self._left if sent is not None and leaves > sent]
+            others = max(0, self.limit - int(remaining) - len(self._slots) - len(self._left))
             if others > len(self._others):
                 self._others.extend([now + self.interval_s] * (others - len(self._others)))
             elif others < len(self._others):
@@ -109,13 +129,19 @@ class RollingWindowLimiter:
                     keep.append(slot)
             elif now - slot.done < self.interval_s:
                 keep.append(slot)
+            else:
+                self._left.append(slot.done + self.interval_s)
         self._slots = keep
+        self._left = [left for left in self._left if now - left < self.stale_after_s]
         self._others = [leaves for leaves in self._others if leaves > now]
 
     def _wait_time(self, now: float) -> float:
         if now < self._blocked_until:
             return self._blocked_until - now
-        own_excess = len(self._slots) - self.allowed + 1
+        if self.adaptive and not self._observed and any(s.done is None for s in self._slots):
+            return 0.05  # probing: the first answer will tell how full the window is, and wake us
+        own_cap = self._adapted_cap(now) if self.adaptive and self._observed else self.allowed
+        own_excess = len(self._slots) - own_cap + 1
         total_excess = len(self._slots) + len(self._others) - self.account_allowed + 1
         if own_excess <= 0 and total_excess <= 0:
             return 0.0
@@ -128,7 +154,26 @@ class RollingWindowLimiter:
             waits.append(leaves[total_excess - 1] if total_excess <= len(leaves) else None)
         if None in waits:
             return 0.05  # slots in flight: an answer will wake us
-        return max(0.001, max(waits) - now)
+        wait = max(waits) - now
+        if own_excess > 0 and total_excess <= 0 and own_cap < self._adapted_target():
+            wait = min(wait, self._cap_raised_at + self.interval_s / 2 - now)  # the cap may rise sooner
+        return max(0.001, wait)
+
+    def _adapted_cap(self, now: float) -> int:
+        """This process's cap in adaptive mode: the whole budget while nobody else's requests are in the window, the
+        fixed share as soon as some are. It falls at once and rises at most twofold per half window, so tasks that
+        start together see each other before any of them leaves its share. (Splitting the budget among however
+        many tasks run, rather than falling back to the fixed share, made them race for the same freed room and
+        drew 429s in the sandbox: the caps must add up to no more than the account's limit at every moment.)"""
+        target = self._adapted_target()
+        if target < self._cap:
+            self._cap = target
+        elif target > self._cap and now - self._cap_raised_at >= self.interval_s / 2:
+            self._cap, self._cap_raised_at = min(target, 2 * self._cap), now
+        return self._cap
+
+    def _adapted_target(self) -> int:
+        return self.allowed if not self.adaptive or self._others else self.account_allowed
 
     def acquire(self) -> _Slot:
         """Block until a request may be sent; the caller must ``release`` the slot on its answer."""

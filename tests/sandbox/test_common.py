@@ -20,6 +20,7 @@ from sandbox.common import (
     faults_from_args,
 )
 from sandbox.seed import seed_population
+from sandbox_process import start_sandbox
 
 SECRET_BODY = "do-not-log-this-body"
 
@@ -157,3 +158,50 @@ def test_hubspot_forced_429_checks_the_token_first_and_keeps_search_headerless(h
     assert searched.status_code == 429 and searched.json()["policyName"] == "TEN_SECONDLY_ROLLING"
     assert not [name for name in searched.headers if name.lower().startswith("x-hubspot-ratelimit")]
     assert requests.get(url, headers=auth, timeout=5).status_code == 200
+
+
+def test_answer_shapes_are_served_in_turn_then_the_real_answer(toy):
+    requests.post(
+        f"{toy.url}/_sandbox/faults",
+        json={"answers": ["423", "503 retry-after=86400", "html 502", "html 200", "truncated-json", "cut-body"]},
+        timeout=5,
+    ).raise_for_status()
+    assert requests.post(f"{toy.url}/token", timeout=5).status_code == 200  # not limited: nothing used up
+    locked = requests.get(f"{toy.url}/ok", timeout=5)
+    assert (locked.status_code, locked.json(), "Retry-After" in locked.headers) == (423, {"error": "toy-423"}, False)
+    unavailable = requests.get(f"{toy.url}/ok", timeout=5)
+    assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "86400"
+    for status in (502, 200):
+        page = requests.get(f"{toy.url}/ok", timeout=5)
+        assert page.status_code == status and page.headers["Content-Type"] == "text/html"
+        assert page.text.startswith("<html>")
+    truncated = requests.get(f"{toy.url}/ok", timeout=5)
+    assert truncated.status_code == 200 and truncated.content == b'{"ok":'
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(f"{toy.url}/ok", timeout=5).content  # noqa: B018 - announced 12 bytes, sent 6
+    assert requests.get(f"{toy.url}/ok", timeout=5).json() == {"ok": True}
+    assert requests.get(f"{toy.url}/_sandbox/faults", timeout=5).json()["answers"] == []
+
+
+def test_an_unknown_answer_shape_is_refused_up_front(toy):
+    refused = requests.post(f"{toy.url}/_sandbox/faults", json={"answers": ["423", "teapot"]}, timeout=5)
+    assert refused.status_code == 400 and "teapot" in refused.json()["message"]
+    assert requests.get(f"{toy.url}/_sandbox/faults", timeout=5).json()["answers"] == []
+
+
+def test_answer_shapes_and_usage_refusal_from_start_up_flags(tmp_path):
+    server = start_sandbox("hubspot", tmp_path, "--answers", "html 503,423 retry-after=2", "--usage-status", "403")
+    try:
+        faults = server.admin("GET", "faults")
+        assert faults["answers"] == ["html 503", "423 retry-after=2"] and faults["extra"]["usage_status"] == 403
+        auth = {"Authorization": f"Bearer {credentials.HUBSPOT_PRIVATE_APP_TOKEN}"}
+        usage = f"{server.url}/account-info/2026-03/api-usage/daily/private-apps"
+        assert [requests.get(usage, headers=auth, timeout=5).status_code for _ in range(3)] == [503, 423, 403]
+        body = requests.get(usage, headers=auth, timeout=5).json()
+        assert body["category"] == "MISSING_SCOPES" and body["errors"][0]["context"]["requiredGranularScopes"]
+    finally:
+        server.stop()
+    parser = argparse.ArgumentParser()
+    add_fault_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--answers", "418 please"])

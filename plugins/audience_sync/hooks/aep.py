@@ -2,12 +2,13 @@
 
 Airflow connection (id ``aep_default``, overridable per task), conn type ``http``:
 
-- host: Platform base URL, default ``https://platform.adobe.io`` (a full URL with scheme and port is allowed)
+- host: Platform base URL, default ``https://platform.adobe.io`` (a full URL with scheme and port is allowed; a host
+  without a scheme means ``https``, and tokens go over plain ``http`` only when the host says ``http://``)
 - login: the OAuth server-to-server client id (also sent as ``x-api-key``)
 - password: the client secret
 - extras: ``org_id`` (``x-gw-ims-org-id``), ``sandbox_name`` (``x-sandbox-name``, default ``prod``),
   ``ims_url`` (default ``https://ims-na1.adobelogin.com``; the full token URL ending ``/ims/token/v3`` also
-  works), ``scopes`` (comma-separated, default Adobe's documented server-to-server scopes
+  works; without a scheme it means ``https``), ``scopes`` (comma-separated, default Adobe's documented server-to-server scopes
   ``openid,AdobeID,read_organizations,additional_info.projectedProductContext,session``),
   ``export_dataset_id``, ``merge_policy_id`` (defaults of the export task).
 
@@ -28,11 +29,14 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 from airflow.sdk.log import mask_secret
 
+from audience_sync.errors import ConfigurationError
 from audience_sync.hooks.base import (
     ApiError,
     RetryingApiHook,
     RetrySettings,
+    base_url_for,
     json_body,
+    parse_json,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,12 @@ class AepSettings:
 
 
 class AepHook(RetryingApiHook):
-    """Talks to Platform with a cached IMS token; renews it shortly before expiry and once after a 401."""
+    """Talks to Platform with a cached IMS token; renews it shortly before expiry and once after a 401.
+
+    Its POSTs are not safe to resend: ``POST /export/jobs`` starts a new export job each time and ``POST /connections``
+    makes another connection. They are resent only after 423/429/503 or a connection that never opened; after a
+    500/502/504, a dropped connection or an unreadable answer the hook raises ``RetriesExhausted`` at once (see
+    ``RetryingApiHook``) rather than risk a second job or connection."""
 
     service = "AEP"
     default_host = "https://platform.adobe.io"
@@ -89,14 +98,14 @@ class AepHook(RetryingApiHook):
                                                 ("password (client secret)", connection.password),
                                                 ("extra org_id", extra.get("org_id"))) if not value]
             if missing:
-                raise ValueError(f"Airflow connection {self.aep_conn_id!r} lacks {', '.join(missing)}")
+                raise ConfigurationError(f"Airflow connection {self.aep_conn_id!r} lacks {', '.join(missing)}")
             mask_secret(connection.password)
             self._settings = AepSettings(
                 client_id=connection.login,
                 client_secret=connection.password,
                 org_id=extra["org_id"],
                 sandbox_name=extra.get("sandbox_name") or "prod",
-                ims_url=(extra.get("ims_url") or DEFAULT_IMS_URL).rstrip("/"),
+                ims_url=base_url_for(extra.get("ims_url"), DEFAULT_IMS_URL),
                 scopes=extra.get("scopes") or DEFAULT_SCOPES,
                 export_dataset_id=extra.get("export_dataset_id"),
                 merge_policy_id=extra.get("merge_policy_id"),
@@ -137,11 +146,8 @@ class AepHook(RetryingApiHook):
             "scope": settings.scopes,
         }
         url = settings.ims_url if settings.ims_url.endswith(IMS_TOKEN_PATH) else settings.ims_url + IMS_TOKEN_PATH
-        response = self._post_ims(url, form)
-        body = json_body(response)
-        token = body.get("access_token")
-        if not token:
-            raise ApiError(self.service, response.status_code, "IMS", "token answer has no access_token")
+        body = self._post_ims(url, form)
+        token = body["access_token"]
         mask_secret(token)
         lifetime = float(body.get("expires_in") or 0)
         # Renew 5 minutes early, or at 90 % of the lifetime for short-lived tokens.
@@ -151,16 +157,26 @@ class AepHook(RetryingApiHook):
         self.token_requests += 1
         log.info("AEP: obtained an IMS access token valid for %.0f s", lifetime)
 
-    def _post_ims(self, url: str, form: dict[str, str]) -> requests.Response:
-        """IMS sits on another host than Platform and gets no gateway headers, so it has its own session."""
-        response = self.send_with_retries(
-            "IMS token request", lambda: self._ims_session.post(url, data=form, timeout=self.timeout)
-        )
+    def _post_ims(self, url: str, form: dict[str, str]) -> dict[str, Any]:
+        """IMS sits on another host than Platform and gets no gateway headers, so it has its own session (plain
+        ``http`` only when ``ims_url`` says so). Through the one retry loop; resending is safe (a new token)."""
+        def read(response: requests.Response) -> dict[str, Any] | None:
+            if not response.ok:
+                return None
+            body = parse_json(response)
+            if not isinstance(body, dict) or not body.get("access_token"):
+                raise ValueError("token answer without access_token")  # unreadable: retried, then transient
+            return body
+
         try:
-            return self.checked(response)
+            response, body = self.call_with_retries(
+                "IMS token request", lambda: self._ims_session.post(url, data=form, timeout=self.timeout), read
+            )
+            self.checked(response)
         except ApiError as error:  # say which call failed: IMS, not Platform
             error.category = f"IMS {error.category or ''}".strip()
             raise type(error)(error.service, error.status, error.category, error.message, error.request_id) from None
+        return body
 
     # --- errors -----------------------------------------------------------------------------------
     def error_from_response(self, response: requests.Response) -> ApiError:

@@ -3,7 +3,8 @@
 Airflow connection ``hubspot_default`` (override per task), conn type ``http``:
 
 - host: API base URL, default ``https://api.hubapi.com``; a full URL with scheme and port is allowed
-  (the local sandbox: ``http://127.0.0.1:8081``).
+  (the local sandbox: ``http://127.0.0.1:8081``). A host without a scheme means ``https``; tokens go over plain
+  ``http`` only when the host says ``http://`` (or the connection's schema is ``http``).
 - password: a legacy private-app token (``pat-na1-...``) or a service key; both are sent as
   ``Authorization: Bearer``. When set it wins over the OAuth extras below.
 - extras, OAuth app (used only without a password): ``client_id``, ``client_secret``,
@@ -14,7 +15,10 @@ Airflow connection ``hubspot_default`` (override per task), conn type ``http``:
   ``/crm/v3`` paths), ``rate_limit`` (requests per window before the first answer tells us, default
   100), ``rate_interval_ms`` (10000), ``search_rate`` (search requests per second, 4), ``rate_share``
   (0 < share ≤ 1: this task's part of the account limit when N tasks run in parallel, e.g. 1/N for an
-  Airflow pool ``hubspot_api`` with N slots; default 1).
+  Airflow pool ``hubspot_api`` with N slots; default 1). The general limit is adaptive: once HubSpot's
+  ``X-HubSpot-RateLimit-Remaining`` (shared by every client of the account) is known, a task takes
+  whatever room the others leave, so ``rate_share`` caps only the search limit (no rate headers there)
+  and a general call made before the first answer.
 
 Extras are never sent as headers (see hooks/base.py); tokens are masked as soon as they are known.
 """
@@ -31,12 +35,13 @@ from typing import Any
 import requests
 from airflow.sdk.log import mask_secret
 
+from audience_sync.errors import ConfigurationError
 from audience_sync.hooks.base import (
     ApiError,
-    RetriesExhausted,
     RetryingApiHook,
     RetrySettings,
     json_body,
+    parse_json,
     retry_after_seconds,
 )
 from audience_sync.ratelimit import RollingWindowLimiter
@@ -48,7 +53,9 @@ LEGACY_VERSION = "v3"
 DEFAULT_RATE_LIMIT = 100  # Free/Starter private apps: 100 / 10 s, the lowest tier (usage guidelines page)
 DEFAULT_RATE_INTERVAL_MS = 10_000
 DEFAULT_SEARCH_RATE = 4  # "CRM Search API Rate Limit Increase" changelog: four requests per second
-MAX_429_WAIT_S = 900.0  # a sync never fails on 429s, but it does not wait forever either
+
+# POSTs that may be resent (see ``HubSpotHook.safe_to_resend``).
+RESENDABLE_POSTS = ("/batch/upsert", "/batch/update", "/batch/read", "/search")
 
 EMAIL_PATTERN = re.compile(r"[^\s\"'<>(),;:\[\]{}]+@[^\s\"'<>(),;:\[\]{}]+")
 
@@ -74,12 +81,11 @@ class HubSpotHook(RetryingApiHook):
         rate_share: float | None = None,
         retry: RetrySettings | None = None,
         timeout: float = 60.0,
-        max_429_wait_s: float = MAX_429_WAIT_S,
     ) -> None:
         super().__init__(hubspot_conn_id, retry=retry, timeout=timeout)
         self.hubspot_conn_id = hubspot_conn_id
         self._rate_share = rate_share
-        self.max_429_wait_s = max_429_wait_s
+        self._refused_optional: set[str] = set()  # optional calls already logged as refused
         self._token_lock = threading.Lock()
         self._access_token: str | None = None
         self._expires_at = 0.0
@@ -128,6 +134,7 @@ class HubSpotHook(RetryingApiHook):
             interval_ms / 1000,
             share=self.rate_share,
             stale_after_s=self.timeout,
+            adaptive=True,
         )
 
     @cached_property
@@ -155,7 +162,7 @@ class HubSpotHook(RetryingApiHook):
             elif self.extras.get("access_token"):
                 self._access_token = self.extras["access_token"]
             else:
-                raise ValueError(
+                raise ConfigurationError(
                     f"connection {self.hubspot_conn_id!r} has no HubSpot credentials: set the password to a "
                     "private-app token or service key, or the extras client_id, client_secret and refresh_token"
                 )
@@ -170,12 +177,14 @@ class HubSpotHook(RetryingApiHook):
             return self._access_token
 
     def _refresh(self) -> None:
-        """``POST /oauth/<v>/token`` form-encoded (refs "Refresh an access token", 2026-03 and legacy v1).
-        Runs outside the retrying session: that session's auth would ask for the token being refreshed."""
+        """``POST /oauth/<v>/token`` form-encoded (refs "Refresh an access token", 2026-03 and legacy v1), through the
+        one retry loop. It sends outside the API session and without the limiter hooks: it runs inside the bearer
+        auth of a call that already holds this thread's rate-limit slot (OAuth calls do not count against the limits),
+        and that session's auth would ask for the token being refreshed. Resending is safe: the grant is repeatable."""
         extras = self.extras
         for key in ("client_id", "client_secret"):
             if not extras.get(key):
-                raise ValueError(f"connection {self.hubspot_conn_id!r}: OAuth refresh needs the extra {key!r}")
+                raise ConfigurationError(f"connection {self.hubspot_conn_id!r}: OAuth refresh needs the extra {key!r}")
         refresh_token = self._refresh_token or extras["refresh_token"]
         mask_secret(refresh_token)
         mask_secret(extras["client_secret"])
@@ -187,32 +196,21 @@ class HubSpotHook(RetryingApiHook):
             "refresh_token": refresh_token,
         }
         url = f"{self.base_url}{self.path('oauth', 'token')}"
-        attempt, deadline = 0, time.monotonic() + self.max_429_wait_s
-        while True:
-            try:
-                response = requests.post(url, data=form, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                attempt += 1
-                if attempt >= self.retry.max_attempts:
-                    raise RetriesExhausted(self.service, 0, "CONNECTION_ERROR", f"token refresh: {type(error).__name__}") from None
-                time.sleep(self.retry.backoff(attempt))
-                continue
-            if response.status_code == 429 and time.monotonic() < deadline:
-                wait = retry_after_seconds(response)
-                time.sleep(wait if wait is not None else self.limiter.interval_s)
-                continue
-            if response.status_code >= 500 and attempt + 1 < self.retry.max_attempts:
-                attempt += 1
-                time.sleep(self.retry.backoff(attempt))
-                continue
+
+        def read(response: requests.Response) -> dict[str, Any] | None:
             if not response.ok:
-                raise self.error_from_response(response)
-            break
-        body = response.json()
-        # The 2026-03 reference shows camelCase fields, the v1 one snake_case: accept both.
+                return None
+            body = parse_json(response)
+            # The 2026-03 reference shows camelCase fields, the v1 one snake_case: accept both.
+            if not isinstance(body, dict) or not (body.get("access_token") or body.get("accessToken")):
+                raise ValueError("token answer without access_token")  # unreadable: retried, then transient
+            return body
+
+        response, body = self.call_with_retries(
+            "OAuth token refresh", lambda: self._token_session.post(url, data=form, timeout=self.timeout), read
+        )
+        self.checked(response)
         token = body.get("access_token") or body.get("accessToken")
-        if not token:
-            raise ApiError(self.service, response.status_code, "INVALID_TOKEN_RESPONSE", "token answer without access_token")
         mask_secret(token)
         new_refresh = body.get("refresh_token") or body.get("refreshToken")
         if new_refresh:
@@ -224,6 +222,10 @@ class HubSpotHook(RetryingApiHook):
         # Renew before expiry ("API usage guidelines": apps store the TTL and refresh themselves).
         self._refresh_margin = min(60.0, expires_in * 0.2)
         log.info("HubSpot OAuth access token refreshed; valid for %.0f s", expires_in)
+
+    @cached_property
+    def _token_session(self) -> requests.Session:
+        return requests.Session()
 
     def on_unauthorized(self) -> bool:
         if not self.uses_oauth:
@@ -248,7 +250,6 @@ class HubSpotHook(RetryingApiHook):
         self._local.slots = slots
 
     def after_response(self, endpoint: str, response: requests.Response) -> None:
-        self._release_slots()
         headers = response.headers
         try:
             limit = int(headers["X-HubSpot-RateLimit-Max"])
@@ -259,34 +260,49 @@ class HubSpotHook(RetryingApiHook):
             self.limiter.configure(limit, interval)
         remaining = headers.get("X-HubSpot-RateLimit-Remaining")
         if remaining is not None and remaining.strip().lstrip("-").isdigit():
-            self.limiter.observe(int(remaining))
+            sent = next((slot.sent for limiter, slot in getattr(self._local, "slots", ()) if limiter is self.limiter), None)
+            self.limiter.observe(int(remaining), sent)
         if response.status_code == 429:
             limiter = self.search_limiter if self.is_search(endpoint) else self.limiter
             wait = retry_after_seconds(response)
             limiter.pause(wait if wait is not None else limiter.interval_s)
+        self._release_slots()  # after the count is known: a probing limiter wakes its threads on it
 
     def _release_slots(self) -> None:
         for limiter, slot in getattr(self._local, "slots", ()):
             limiter.release(slot)
         self._local.slots = []
 
-    def retry_delay_for(self, response: requests.Response, attempt: int) -> float:
-        if response.status_code == 429:
-            if is_daily_limit(json_body(response)):
-                raise self.error_from_response(response)
-            return 0.0  # the limiter's pause holds every thread until the window has room
-        return super().retry_delay_for(response, attempt)
+    def retryable(self, outcome: requests.Response | BaseException, resend_safe: bool) -> bool:
+        """A 429 for the daily limit will not clear by waiting minutes: fail at once."""
+        if isinstance(outcome, requests.Response) and outcome.status_code == 429 and is_daily_limit(json_body(outcome)):
+            return False
+        return super().retryable(outcome, resend_safe)
 
-    def request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
-        """The base hook bounds retries by count; 429s are instead bounded by total waiting time."""
-        deadline = time.monotonic() + self.max_429_wait_s
-        while True:
-            try:
-                return super().request(method, endpoint, **kwargs)
-            except RetriesExhausted as error:
-                if error.status != 429 or is_daily_limit(error.body) or time.monotonic() > deadline:
-                    raise
-                log.warning("HubSpot still answers 429 after %d attempts; waiting on", self.retry.max_attempts)
+    def safe_to_resend(self, method: str, endpoint: str) -> bool:
+        """Batch upsert by email and batch update set the same values again; batch read and search only read
+        ("Upsert contacts", "Update a batch of contacts", "Search the CRM"). Property and group creates are not:
+        a resent create of a property the first call made answers 409."""
+        if method.upper() == "POST" and endpoint.rstrip("/").endswith(RESENDABLE_POSTS):
+            return True
+        return super().safe_to_resend(method, endpoint)
+
+    def optional_json(self, endpoint: str, what: str) -> Any:
+        """GET a call the run can do without (the daily-usage pre-check): None when the token may not make it
+        (401/403, e.g. MISSING_SCOPES: the usage endpoint's spec asks for a scope private apps seldom hold), said
+        once per hook in the log. Any other failure is raised as usual."""
+        try:
+            return self.request_json("GET", endpoint)
+        except ApiError as error:
+            if error.status not in (401, 403):
+                raise
+            if what not in self._refused_optional:
+                self._refused_optional.add(what)
+                log.warning(
+                    "HubSpot refused %s (%d %s): the token lacks its scope; continuing without it",
+                    what, error.status, error.category or "",
+                )
+            return None
 
     # --- errors --------------------------------------------------------------------------------------
     def error_from_response(self, response: requests.Response) -> ApiError:
