@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_sync import storage
-from audience_sync.errors import InputError
+from audience_sync.errors import ConfigurationError, InputError, TransientError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 from audience_sync.mapping import AUDIENCE_NAMESPACE
@@ -38,11 +38,11 @@ PLATFORM_AUDIENCE_NAMESPACES = frozenset({"aepsegments", AUDIENCE_NAMESPACE})
 MAX_DIRECTORY_DEPTH = 8  # Data Access directories nest; a deeper chain is an answer we do not understand
 
 
-class UnknownAudienceError(ValueError):
+class UnknownAudienceError(ConfigurationError):
     """An audience named in a task exists neither as an id nor as a name."""
 
 
-class DownloadSizeMismatch(IOError):
+class DownloadSizeMismatch(TransientError, IOError):
     """A downloaded part's size differs from the length Data Access reported."""
 
 
@@ -178,7 +178,9 @@ class AepClient:
         }
 
     def create_export_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.hook.request_json("POST", f"{UPS}/export/jobs", json=body)
+        """Resent after a 5xx or a dropped connection: at worst AEP runs a second export job whose
+        result nobody reads, which costs time but never writes a wrong contact."""
+        return self.hook.request_json("POST", f"{UPS}/export/jobs", json=body, resend_safe=True)
 
     def get_export_job(self, job_id: str | int) -> dict[str, Any]:
         return self.hook.request_json("GET", f"{UPS}/export/jobs/{job_id}")

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from audience_sync.errors import PermanentError
 from audience_sync.hooks.base import ApiError
 from audience_sync.hooks.hubspot import HubSpotHook
 
@@ -72,7 +73,7 @@ class BatchRejected(ApiError):
         self.not_found = not_found
 
 
-class DailyBudgetExceeded(RuntimeError):
+class DailyBudgetExceeded(PermanentError):
     """Starting would run the account out of its daily API calls halfway through."""
 
 
@@ -86,8 +87,7 @@ class HubSpotClient:
         return self.hook.request_json("GET", self.hook.path("crm/properties", "contacts"))["results"]
 
     def get_property(self, name: str) -> dict[str, Any] | None:
-        response = self.hook.request("GET", self.hook.path("crm/properties", f"contacts/{name}"), ok_statuses=(404,))
-        return None if response.status_code == 404 else response.json()
+        return self.hook.request_json("GET", self.hook.path("crm/properties", f"contacts/{name}"), ok_statuses=(404,))
 
     def create_property(self, definition: dict[str, Any]) -> dict[str, Any]:
         return self.hook.request_json("POST", self.hook.path("crm/properties", "contacts"), json=definition)
@@ -149,10 +149,15 @@ class HubSpotClient:
         return int(answer["total"])
 
     # --- account -------------------------------------------------------------------------------------
-    def api_usage(self) -> dict[str, Any]:
+    def api_usage(self) -> dict[str, Any] | None:
         """"Retrieve private app daily API usage": results[] of {name, usageLimit, currentUsage, resetsAt}.
-        A bare list (the shape of HubSpot's older daily-limit endpoint) is accepted too."""
-        answer = self.hook.request_json("GET", self.hook.path("account-info", "api-usage/daily/private-apps"))
+        A bare list (the shape of HubSpot's older daily-limit endpoint) is accepted too. None when the token
+        may not read it (401/403: the endpoint's spec asks for a scope private apps seldom hold)."""
+        answer = self.hook.optional_json(
+            self.hook.path("account-info", "api-usage/daily/private-apps"), "the daily API budget pre-check"
+        )
+        if answer is None:
+            return None
         results = answer.get("results", []) if isinstance(answer, dict) else answer
         daily = [r for r in results if "daily" in str(r.get("name", ""))] or results
         if not daily:
@@ -169,6 +174,8 @@ class HubSpotClient:
             log.info("OAuth app: HubSpot applies no daily API limit; budget check skipped")
             return None
         usage = self.api_usage()
+        if usage is None:
+            return None
         remaining = int(usage["usageLimit"]) - int(usage["currentUsage"])
         log.info(
             "HubSpot daily API budget: %d of %d calls left (resets %s); this run needs about %d",
