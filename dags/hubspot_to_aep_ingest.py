@@ -24,6 +24,7 @@ from audience_sync.retry_policy import SYNC_RETRY_POLICY
 from audience_sync.storage import run_folder
 
 config = load_ingest_config()
+CONNECTION_ID = "{{ ti.xcom_pull(task_ids='connect')['connection_id'] }}"  # connect's result (SHARED_CONTRACTS 4)
 
 with DAG(
     dag_id="hubspot_to_aep_ingest",
@@ -48,13 +49,13 @@ with DAG(
 
     explore = ExploreHubSpotOperator(
         task_id="explore",
-        base_connection_id=connect.output["connection_id"],
-        skipped_reason=connect.output["skipped"],
+        base_connection_id=CONNECTION_ID,
+        skipped_reason="{{ ti.xcom_pull(task_ids='connect')['skipped'] }}",
         output_dir="{{ run_folder(dag.dag_id, run_id) }}",
     )
 
     ensure = EnsureDataflowsOperator(
-        task_id="ensure_dataflows", base_connection_id=connect.output["connection_id"], explore_task_id="explore"
+        task_id="ensure_dataflows", base_connection_id=CONNECTION_ID, explore_task_id="explore"
     )
 
     runs = FlowRunsOperator(

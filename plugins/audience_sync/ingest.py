@@ -46,6 +46,10 @@ SUCCEEDED_RUN_STATUSES = frozenset({"success", "succeeded", "partialsuccess", "c
 RESOURCE_ID = re.compile(r"@/dataSets/(?P<id>[^/\s\"]+)")
 
 
+class FlowRunFailed(PermanentError):
+    """The latest run of a dataflow failed; the message carries Adobe's error codes and messages."""
+
+
 # --- settings -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IngestObject:
@@ -402,7 +406,7 @@ def unmapped_columns(pairs: tuple[tuple[str, str], ...], columns: set[str]) -> l
 # --- what the ensure step found or made ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Ensured:
-    kind: str  # source_connection, dataset, target_connection, mapping_set, flow
+    kind: str  # source connection, dataset, target connection, mapping set, dataflow
     object_path: str
     id: str
     created: bool
@@ -418,7 +422,7 @@ class ChainResult:
 
     @property
     def flow_ids(self) -> list[str]:
-        return list(self.ids("flow").values())
+        return list(self.ids("dataflow").values())
 
     @property
     def created(self) -> list[Ensured]:

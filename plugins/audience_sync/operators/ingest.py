@@ -335,5 +335,5 @@ class FlowRunsOperator(_IngestOperator):
         )
         failures = report.failures()
         if failures:
-            raise PermanentError("AEP flow run(s) failed: " + " | ".join(run.describe() for run in failures))
+            raise ingest.FlowRunFailed("AEP flow run(s) failed: " + " | ".join(run.describe() for run in failures))
         return report.to_xcom()
