@@ -81,7 +81,7 @@ def _candidates(row: dict, mapping_field: FieldMapping) -> list[str]:
     for source in mapping_field.sources:
         head, *rest = source.split(".")
         if head == IDENTITY_ROOT:
-            ids = next((items for key, items in (row.get(head) or []) if key == rest[0]), None) or []
+            ids = [i for key, items in (row.get(head) or []) if key.lower() == rest[0].lower() for i in items or []]
             ordered = [i for i in ids if i and i.get("primary")] + [i for i in ids if i and not i.get("primary")]
             found += [t for t in (_text((i or {}).get("id")) for i in ordered) if t is not None]
         else:

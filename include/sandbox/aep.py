@@ -3,7 +3,14 @@ Segmentation audiences and export jobs, and Data Access downloads of the exporte
 
     python -m sandbox.aep --host 127.0.0.1 --port 8082 --db PATH [--data-dir DIR] [--token-ttl 86399]
         [--job-seconds 1.0] [--part-rows 250000] [--fail-exports N] [--error-rate R] [--drop-rate R]
-        [--latency-ms MS] [--force-429 N]
+        [--latency-ms MS] [--force-429 N] [--file-dirs DEPTH] [--profile-counter exact|absent|off-by-one]
+
+Answer variants the docs leave open: ``--file-dirs N`` serves each batch's files behind N nested Data Access
+directories [DATA: "the file pointed to by the ID is an individual file or a directory"];
+``--profile-counter`` makes ``metrics.totalExportedProfileCounter`` exact, absent (the spec's
+ExportJobResponse does not list it) or wrong by one (an export that lost a row). The exported profile shape
+(email namespace ``Email``/``email``, with or without ``_id``, audiences in several namespaces) is chosen
+at seed time: see ``sandbox.seed``.
     python -m sandbox.aep reset --db PATH [--population]
 
 While serving, POST /_sandbox/reset does the same; the body ``{"population": true}`` stands for ``--population``.
@@ -49,6 +56,8 @@ from sandbox.aep_store import (
     MEMBERSHIP_STATUSES,
     build_export_table,
     default_data_dir,
+    export_shape,
+    membership_namespace,
     load_population,
     open_state,
     write_parts,
@@ -98,7 +107,8 @@ HUBSPOT_SPEC = {
             },
         }
     ],
-    "sourceSpec": {"attributes": {"uiAttributes": {"isSource": True, "category": {"key": "marketingAutomation"}}}},
+    # flow-service.yaml SourceSpecDTO: attributes.uiAttributes.category is a string such as marketingAutomation
+    "sourceSpec": {"attributes": {"uiAttributes": {"isSource": True, "category": "marketingAutomation"}}},
 }
 CONNECTION_SPECS = {HUBSPOT_SPEC["id"]: HUBSPOT_SPEC}
 
@@ -109,6 +119,8 @@ class Config:
     token_ttl: float
     job_seconds: float
     part_rows: int
+    file_dirs: int = 0
+    profile_counter: str = "exact"
 
 
 def aep_error(status: int, code: str, title: str, detail: str, **extra: Any) -> HttpError:
@@ -488,7 +500,7 @@ class AepApp:
         page: dict[str, Any] = {"totalCount": total, "pageSize": len(rows)}
         result: dict[str, Any] = {"children": [json.loads(r["body"]) for r in rows], "_page": page, "_links": {}}
         if start + limit < total:
-            page["next"] = str(start + limit)
+            page["next"] = start + limit  # segmentation.yaml AudiencesList: _page.next is an integer
             result["_links"]["next"] = {"href": f"{UPS}/audiences?start={start + limit}&limit={limit}"}
         return Response(200, result)
 
@@ -524,7 +536,8 @@ class AepApp:
         if not isinstance(segments, list) or not segments:
             problems.append("filter.segments must be a non-empty list")
             segments = []
-        known = {r["id"] for r in self.state.query("SELECT id FROM audiences")}
+        rows = self.state.query("SELECT id, body FROM audiences")
+        known = {r["id"]: membership_namespace(json.loads(r["body"])) for r in rows}
         for i, segment in enumerate(segments):
             if not isinstance(segment, dict):
                 problems.append(f"filter.segments[{i}] must be an object")
@@ -534,8 +547,9 @@ class AepApp:
                 problems.append(f"filter.segments[{i}].segmentId {segment_id!r} is not a known audience")
             else:
                 audience_ids.append(segment_id)
-            if segment.get("segmentNs", "ups") != "ups":
-                problems.append(f"filter.segments[{i}].segmentNs must be 'ups'")
+            namespace = known.get(segment_id, "ups")  # [EXPORT] segmentNs "By default, the value is 'ups'"
+            if str(segment.get("segmentNs", "ups")).lower() != namespace.lower():
+                problems.append(f"filter.segments[{i}].segmentNs must be {namespace!r}, the audience's namespace")
             wanted = segment.get("status", ["realized", "existing"])
             if not isinstance(wanted, list) or not wanted or not set(wanted) <= set(MEMBERSHIP_STATUSES):
                 problems.append(
@@ -587,7 +601,7 @@ class AepApp:
         batch_id = secrets.token_hex(16)
         try:
             profiles, memberships = load_population(self.config.data_dir)
-            table = build_export_table(profiles, memberships, audience_ids, statuses)
+            table = build_export_table(profiles, memberships, audience_ids, statuses, export_shape(self.state.path))
             folder = self.config.data_dir / "batches" / batch_id
             paths = write_parts(table, folder, self.config.part_rows)
             files = []
@@ -634,11 +648,10 @@ class AepApp:
             end_ms = int(max(row["finished_at"], row["created_at"] + self.config.job_seconds) * 1000)
             job["destination"]["batchId"] = row["batch_id"]
             timing = {"startTimeInMs": start_ms, "endTimeInMs": end_ms, "totalTimeInMs": end_ms - start_ms}
-            job["metrics"] = {
-                "totalTime": timing,
-                "profileExportTime": dict(timing),
-                "totalExportedProfileCounter": row["profiles"],
-            }
+            job["metrics"] = {"totalTime": timing, "profileExportTime": dict(timing)}
+            if self.config.profile_counter != "absent":  # [EXPORT] example response; not in the spec's schema
+                miscount = 1 if self.config.profile_counter == "off-by-one" else 0
+                job["metrics"]["totalExportedProfileCounter"] = row["profiles"] + miscount
         elif status == "FAILED":
             message = row["error"] or "Profile export failed (injected by the sandbox's fail_exports fault)."
             job["errors"] = [{"code": "0100-000", "msg": message}]
@@ -665,7 +678,8 @@ class AepApp:
         page = jobs[offset : offset + limit]
         result: dict[str, Any] = {
             "records": page,
-            "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": offset, "pageSize": len(page)},
+            # segmentation.yaml GetExportJobsResponse: page.pageOffset is a string (e.g. "1540974701302_96")
+            "page": {"sortField": "createdTime", "sort": "desc", "pageOffset": str(offset), "pageSize": len(page)},
         }
         if offset + limit < len(jobs):
             result["link"] = {"next": f"{UPS}/export/jobs?limit={limit}&offset={offset + limit}"}
@@ -679,28 +693,47 @@ class AepApp:
             raise aep_error(404, "DAS-1404-404", "Not Found", f"batch {batch_id} was not found")
         start = _int_arg(request, "start", 0, 0, 10**9)
         limit = _int_arg(request, "limit", 100, 1, 1000)
-        total = self.state.query("SELECT COUNT(*) AS n FROM files WHERE batch_id = ?", (batch_id,))[0]["n"]
-        rows = self.state.query(
-            "SELECT id FROM files WHERE batch_id = ? ORDER BY seq LIMIT ? OFFSET ?", (batch_id, limit, start)
-        )
-        created = _now_ms()
-        data = [
-            {
-                "dataSetFileId": r["id"],
-                "dataSetViewId": credentials.AEP_DATASET_ID,
-                "version": "1.0.0",
-                "created": str(created),
-                "updated": str(created),
-                "isValid": True,
-                "_links": {"self": {"href": f"{self._base(request)}{EXPORT}/files/{r['id']}"}},
-            }
-            for r in rows
-        ]
+        if self.config.file_dirs:
+            ids, total = [_directory_id(batch_id, 1)][start : start + limit], 1
+        else:
+            total = self.state.query("SELECT COUNT(*) AS n FROM files WHERE batch_id = ?", (batch_id,))[0]["n"]
+            rows = self.state.query(
+                "SELECT id FROM files WHERE batch_id = ? ORDER BY seq LIMIT ? OFFSET ?", (batch_id, limit, start)
+            )
+            ids = [r["id"] for r in rows]
+        data = [self._file_entry(request, file_id) for file_id in ids]
         result: dict[str, Any] = {"data": data, "_page": {"limit": limit, "count": len(data), "totalCount": total}}
         if start + limit < total:
             next_page = f"{EXPORT}/batches/{batch_id}/files?start={start + limit}&limit={limit}"
             result["_links"] = {"next": {"href": f"{self._base(request)}{next_page}"}}
         return Response(200, result)
+
+    def _file_entry(self, request: Request, file_id: str) -> dict:
+        """A ``dataSetFileId`` entry, in batch listings and directory listings alike [DATA]."""
+        created = str(_now_ms())
+        return {
+            "dataSetFileId": file_id,
+            "dataSetViewId": credentials.AEP_DATASET_ID,
+            "version": "1.0.0",
+            "created": created,
+            "updated": created,
+            "isValid": True,
+            "_links": {"self": {"href": f"{self._base(request)}{EXPORT}/files/{file_id}"}},
+        }
+
+    def _directory(self, request: Request, batch_id: str, level: int) -> Response:
+        """Level ``level`` of the ``--file-dirs`` chain: the next directory, or at the bottom the batch's files,
+        each as a ``dataSetFileId`` entry ("Directory response") [DATA]."""
+        known = self.state.query("SELECT 1 FROM batches WHERE id = ?", (batch_id,))
+        if not known or not 1 <= level <= self.config.file_dirs:
+            raise aep_error(404, "DAS-1405-404", "Not Found", f"file {_directory_id(batch_id, level)} was not found")
+        if level < self.config.file_dirs:
+            ids = [_directory_id(batch_id, level + 1)]
+        else:
+            rows = self.state.query("SELECT id FROM files WHERE batch_id = ? ORDER BY seq", (batch_id,))
+            ids = [r["id"] for r in rows]
+        data = [self._file_entry(request, file_id) for file_id in ids]
+        return Response(200, {"data": data, "_page": {"limit": 100, "count": len(data)}})
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -708,6 +741,9 @@ class AepApp:
 
     def get_file(self, request: Request) -> Response:
         """Without ``path``: the file's parts {data: [{name, length, _links}]}; with it: the bytes, streamed [DATA]."""
+        directory = DIRECTORY_ID.fullmatch(request.params["id"])
+        if directory and request.arg("path") is None:
+            return self._directory(request, directory["batch"], int(directory["level"]))
         rows = self.state.query("SELECT * FROM files WHERE id = ?", (request.params["id"],))
         if not rows:
             raise aep_error(404, "DAS-1405-404", "Not Found", f"file {request.params['id']} was not found")
@@ -740,6 +776,13 @@ class AepApp:
             headers=headers,
             content_type="application/octet-stream",
         )
+
+
+DIRECTORY_ID = re.compile(r"(?P<batch>[0-9a-f]{32})-dir(?P<level>\d+)")
+
+
+def _directory_id(batch_id: str, level: int) -> str:
+    return f"{batch_id}-dir{level}"
 
 
 def build_server(host: str, port: int, db: str, config: Config, faults: Faults) -> SandboxServer:
@@ -777,12 +820,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-seconds", type=float, default=1.0)
     parser.add_argument("--part-rows", type=int, default=250_000)
     parser.add_argument("--fail-exports", type=int, default=0)
+    parser.add_argument("--file-dirs", type=int, default=0, help="nest each batch's files N directories deep")
+    parser.add_argument("--profile-counter", choices=["exact", "absent", "off-by-one"], default="exact")
     add_fault_arguments(parser)
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir(args.db)
     data_dir.mkdir(parents=True, exist_ok=True)
     faults = faults_from_args(args, fail_exports=args.fail_exports)
-    config = Config(data_dir, args.token_ttl, args.job_seconds, args.part_rows)
+    config = Config(data_dir, args.token_ttl, args.job_seconds, args.part_rows, args.file_dirs, args.profile_counter)
     serve(build_server(args.host, args.port, args.db, config, faults))
     return 0
 

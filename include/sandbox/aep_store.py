@@ -7,7 +7,9 @@ stay vectorised; the nested XDM export shape (``EXPORT_SCHEMA``) is built from t
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,45 @@ MEMBERSHIP_SCHEMA = pa.schema(
 )
 
 
+# Variants the public docs leave open, chosen at seed time (``sandbox.seed --email-namespace/--no-ids/
+# --audience-namespaces``) and kept in the db, so the server, the file export and the tests agree:
+#  - identityMap keys are identity namespace codes; Adobe's code for email is ``Email`` (Identity Service
+#    "Standard identity namespaces"), while older examples show ``email``;
+#  - nothing documents that a profile export carries ``_id``;
+#  - segmentMembership is keyed by the audience's namespace: ``ups`` for Platform-built audiences (their
+#    audience object says ``namespace: AEPSegments``), the audience's own namespace otherwise (XDM "Segment
+#    Membership Details" field group shows ``AAM`` beside ``ups``).
+PLATFORM_NAMESPACE = "AEPSegments"
+PLATFORM_MEMBERSHIP_KEY = "ups"
+
+
+def membership_namespace(audience: dict) -> str:
+    namespace = audience.get("namespace") or PLATFORM_NAMESPACE
+    return PLATFORM_MEMBERSHIP_KEY if namespace == PLATFORM_NAMESPACE else namespace
+
+
+@dataclass(frozen=True)
+class ExportShape:
+    email_namespace: str = "Email"
+    with_ids: bool = True
+    namespaces: dict[str, str] = field(default_factory=dict)  # audience id → segmentMembership key
+
+    def namespace(self, audience_id: str) -> str:
+        return self.namespaces.get(audience_id, PLATFORM_MEMBERSHIP_KEY)
+
+
+def export_shape(db: str | Path) -> ExportShape:
+    """The seeded export variant: meta keys ``email_namespace`` / ``export_ids`` and the audiences' namespaces."""
+    state = open_state(db)
+    meta = {row["key"]: json.loads(row["value"]) for row in state.query("SELECT key, value FROM population")}
+    audiences = [json.loads(row["body"]) for row in state.query("SELECT body FROM audiences")]
+    return ExportShape(
+        email_namespace=meta.get("email_namespace", "Email"),
+        with_ids=meta.get("export_ids", True),
+        namespaces={a["id"]: membership_namespace(a) for a in audiences},
+    )
+
+
 def default_data_dir(db: str | Path) -> Path:
     return Path(db).resolve().parent / "aep_data"
 
@@ -134,8 +175,8 @@ def select_members(
     return profiles.take(pa.array(rows, pa.int64())), chosen, counts
 
 
-def _identity_map(email: pa.ChunkedArray, ecid: pa.ChunkedArray) -> pa.Array:
-    """identityMap with an ``email`` entry (primary) and an ``ECID`` entry per profile, when present."""
+def _identity_map(email: pa.ChunkedArray, ecid: pa.ChunkedArray, email_key: str) -> pa.Array:
+    """identityMap with an ``email_key`` entry (primary) and an ``ECID`` entry per profile, when present."""
     n = len(email)
     has_email = email.is_valid().to_numpy(zero_copy_only=False)
     has_ecid = ecid.is_valid().to_numpy(zero_copy_only=False)
@@ -155,7 +196,7 @@ def _identity_map(email: pa.ChunkedArray, ecid: pa.ChunkedArray) -> pa.Array:
         fields=list(IDENTITY_TYPE),
     )
     items = pa.ListArray.from_arrays(pa.array(np.arange(len(source) + 1, dtype=np.int32)), entries)
-    keys = pc.if_else(is_email_arrow, "email", "ECID")
+    keys = pc.if_else(is_email_arrow, email_key, "ECID")
     return pa.MapArray.from_arrays(pa.array(offsets), keys, items, type=IDENTITY_MAP_TYPE, mask=pa.array(counts == 0))
 
 
@@ -174,28 +215,50 @@ def _combined(table: pa.Table, name: str) -> pa.Array:
     return table[name].combine_chunks()
 
 
-def build_export_table(
-    profiles: pa.Table, memberships: pa.Table, audience_ids: list[str], statuses: list[str]
-) -> pa.Table:
-    """The export-job result in ``EXPORT_SCHEMA``; segmentMembership holds only the requested audiences/statuses."""
-    members, chosen, counts = select_members(profiles, memberships, audience_ids, statuses)
-    n = members.num_rows
-    inner_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(counts, out=inner_offsets[1:])
+def _segment_membership(chosen: pa.Table, n: int, audience_ids: list[str], shape: ExportShape) -> pa.MapArray:
+    """namespace → audience id → membership, one entry per (profile, namespace); ``chosen`` sorted by row."""
+    names_in_order = list(dict.fromkeys(shape.namespace(a) for a in audience_ids))  # first requested first
+    keys = pa.array([shape.namespace(a) for a in audience_ids], pa.string())
+    position = pc.index_in(chosen["audience_id"], value_set=pa.array(audience_ids, pa.string()))
+    rank = pa.array([names_in_order.index(shape.namespace(a)) for a in audience_ids], pa.int32()).take(position)
+    chosen = chosen.append_column("namespace", keys.take(position)).append_column("rank", rank)
+    chosen = chosen.sort_by([("row", "ascending"), ("rank", "ascending"), ("audience_id", "ascending")])
+    rows = chosen["row"].to_numpy()
+    names = _combined(chosen, "namespace")
+    starts = np.ones(len(rows), dtype=bool)
+    if len(rows) > 1:
+        starts[1:] = (rows[1:] != rows[:-1]) | pc.not_equal(names.slice(1), names.slice(0, len(rows) - 1)).to_numpy(
+            zero_copy_only=False
+        )
+    group_starts = np.flatnonzero(starts)
     inner = pa.MapArray.from_arrays(
-        pa.array(inner_offsets),
+        pa.array(np.append(group_starts, len(rows)).astype(np.int32)),
         _combined(chosen, "audience_id"),
         pa.StructArray.from_arrays(
             [_combined(chosen, "status"), _combined(chosen, "last_qualification_time")], fields=list(MEMBERSHIP_TYPE)
         ),
         type=SEGMENT_MEMBERSHIP_TYPE.item_type,
     )
-    segment_membership = pa.MapArray.from_arrays(
-        pa.array(np.arange(n + 1, dtype=np.int32)),
-        pa.array(["ups"] * n, pa.string()),
-        inner,
-        type=SEGMENT_MEMBERSHIP_TYPE,
+    profile_of_group = np.searchsorted(np.unique(rows), rows[group_starts])
+    outer_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(profile_of_group, minlength=n), out=outer_offsets[1:])
+    return pa.MapArray.from_arrays(
+        pa.array(outer_offsets), names.take(pa.array(group_starts)), inner, type=SEGMENT_MEMBERSHIP_TYPE
     )
+
+
+def build_export_table(
+    profiles: pa.Table,
+    memberships: pa.Table,
+    audience_ids: list[str],
+    statuses: list[str],
+    shape: ExportShape = ExportShape(),
+) -> pa.Table:
+    """The export-job result in ``EXPORT_SCHEMA`` (without ``_id`` when the shape says so); segmentMembership
+    holds only the requested audiences/statuses, each under its audience's namespace."""
+    members, chosen, _ = select_members(profiles, memberships, audience_ids, statuses)
+    n = members.num_rows
+    segment_membership = _segment_membership(chosen, n, audience_ids, shape)
     person_type = EXPORT_SCHEMA.field("person").type
     name = _struct(
         {"firstName": _combined(members, "first_name"), "lastName": _combined(members, "last_name")},
@@ -203,7 +266,7 @@ def build_export_table(
     )
     columns = [
         _combined(members, "profile_id"),
-        _identity_map(members["email"], members["ecid"]),
+        _identity_map(members["email"], members["ecid"], shape.email_namespace),
         _struct({"address": _combined(members, "personal_email")}, EXPORT_SCHEMA.field("personalEmail").type),
         pa.StructArray.from_arrays([name], fields=list(person_type), mask=pc.is_null(name)),
         _struct(
@@ -212,7 +275,8 @@ def build_export_table(
         ),
         segment_membership,
     ]
-    return pa.Table.from_arrays(columns, schema=EXPORT_SCHEMA)
+    table = pa.Table.from_arrays(columns, schema=EXPORT_SCHEMA)
+    return table if shape.with_ids else table.drop_columns(["_id"])
 
 
 def write_parts(table: pa.Table, folder: Path, part_rows: int, stem: str = "part", fmt: str = "parquet") -> list[Path]:

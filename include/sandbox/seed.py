@@ -3,6 +3,7 @@
 Commands (``PYTHONPATH=include:plugins``, cwd the repository root):
 
     python -m sandbox.seed --db PATH [--data-dir DIR] --profiles 10000 --audiences 3 [--seed 42] [--dirty-rate 0.01]
+        [--email-namespace Email|email] [--no-ids] [--audience-namespaces AEPSegments AAM ...]
     python -m sandbox.seed mutate --db PATH --fraction 0.01 [--exit-fraction F] [--data-dir DIR]
     python -m sandbox.seed files --db PATH --out DIR --format parquet|csv --audiences ID [ID ...]
         [--statuses realized existing exited] [--part-rows N] [--data-dir DIR]
@@ -23,11 +24,17 @@ Independently, each of first name, last name, street, city, country and ECID is 
 ``round(profiles × dirty_rate)`` random profiles. Clean profiles: 70 % carry the email in identityMap and
 personalEmail, 20 % only in identityMap, 10 % only in ``personalEmail.address``.
 
+Export variants (see ``aep_store.ExportShape``): ``--email-namespace`` is the identityMap key of the email
+identity (default ``Email``, Adobe's namespace code); ``--no-ids`` exports profiles without ``_id``;
+``--audience-namespaces`` gives the audiences' ``namespace`` in turn (default ``AEPSegments``: members are
+exported under ``segmentMembership.ups``; any other namespace, e.g. ``AAM``, is its own segmentMembership key
+and makes the audience an external one).
+
 Audience file export (``files``), as AEP file-based destinations write it, one row per profile that has a
 requested status in at least one requested audience, columns in this order:
-  _id, identityMap.email, identityMap.ECID (the first id of that namespace), personalEmail.address,
+  _id (unless --no-ids), identityMap.<email namespace>, identityMap.ECID (the first id of that namespace), personalEmail.address,
   person.name.firstName, person.name.lastName, workAddress.street1, workAddress.city, workAddress.country,
-  then for each requested audience id A: segmentMembership.ups.A.status, segmentMembership.ups.A.lastQualificationTime
+  then for each requested audience id A in namespace NS: segmentMembership.NS.A.status, segmentMembership.NS.A.lastQualificationTime
   (null/empty when the profile has no requested status in A). In CSV the time is ISO-8601 UTC with
   milliseconds (``2026-01-01T00:00:00.000Z``); in Parquet it is timestamp[ms, tz=UTC].
 Files are ``<out>/audience-export-NNNNN.<csv|parquet>`` of at most ``--part-rows`` rows.
@@ -49,7 +56,10 @@ import pyarrow.compute as pc
 from sandbox import credentials
 from sandbox.aep_store import (
     MEMBERSHIP_STATUSES,
+    PLATFORM_NAMESPACE,
+    ExportShape,
     default_data_dir,
+    export_shape,
     load_population,
     open_state,
     save_population,
@@ -347,18 +357,22 @@ def _membership_table(audience_ids: list[str], member: np.ndarray, status: np.nd
     )
 
 
-def _audience_body(audience_id: str, name: str, seq: int) -> dict:
+def _audience_body(audience_id: str, name: str, seq: int, namespace: str = PLATFORM_NAMESPACE) -> dict:
     # Shape of an audience in GET /audiences (Segmentation Service "Audiences endpoint",
-    # https://experienceleague.adobe.com/en/docs/experience-platform/segmentation/api/audiences)
+    # https://experienceleague.adobe.com/en/docs/experience-platform/segmentation/api/audiences, and the
+    # PlatformGeneratedAudience / ExternallyGeneratedAudience schemas of segmentation.yaml)
     created = BASE_TIME_MS - (100 - seq) * DAY_MS
+    platform = namespace == PLATFORM_NAMESPACE
+    origin = "AUDIENCE_MANAGER" if namespace.startswith("AAM") else "CUSTOM_UPLOAD"
+    origin = "REAL_TIME_CUSTOMER_PROFILE" if platform else origin
     return {
         "id": audience_id,
         "audienceId": audience_id,
         "name": name,
-        "namespace": "AEPSegments",
+        "namespace": namespace,
         "description": f"Profiles in the {name} audience (sandbox seed)",
-        "type": "SegmentDefinition",
-        "originName": "REAL_TIME_CUSTOMER_PROFILE",
+        "type": "SegmentDefinition" if platform else "ExternalAudience",
+        "originName": origin,
         "lifecycleState": "published",
         "imsOrgId": credentials.AEP_ORG_ID,
         "sandbox": {"sandboxName": credentials.AEP_SANDBOX_NAME, "type": "production", "default": True},
@@ -424,8 +438,12 @@ def seed_population(
     audiences: int = 3,
     seed: int = 42,
     dirty_rate: float = 0.01,
+    email_namespace: str = "Email",
+    export_ids: bool = True,
+    audience_namespaces: list[str] | tuple[str, ...] = (PLATFORM_NAMESPACE,),
 ) -> SeedResult:
-    """(Re)create the audiences, the export dataset, the merge policy and the profile store."""
+    """(Re)create the audiences, the export dataset, the merge policy and the profile store; the export
+    variant options are described in the module docstring."""
     if profiles < 1 or audiences < 1:
         raise ValueError("profiles and audiences must be at least 1")
     if not 0 <= dirty_rate <= 0.1:
@@ -440,8 +458,15 @@ def seed_population(
     dirt = _apply_dirt(rng, cols, dirty_rate, matrices)
     memberships = _membership_table(audience_ids, *matrices)
     save_population(data_dir, pa.table(cols), memberships)
-    bodies = [_audience_body(a, name, i) for i, (a, name) in enumerate(zip(audience_ids, names))]
-    _write_catalog(db, bodies, {"seed": seed, "generation": 0, "profiles": profiles, "data_dir": str(data_dir)})
+    if not audience_namespaces or not email_namespace:
+        raise ValueError("audience_namespaces and email_namespace must not be empty")
+    bodies = [
+        _audience_body(a, name, i, audience_namespaces[i % len(audience_namespaces)])
+        for i, (a, name) in enumerate(zip(audience_ids, names))
+    ]
+    meta = {"seed": seed, "generation": 0, "profiles": profiles, "data_dir": str(data_dir),
+            "email_namespace": email_namespace, "export_ids": export_ids}
+    _write_catalog(db, bodies, meta)
     return SeedResult(profiles, memberships.num_rows, bodies, dirt, time.monotonic() - started)
 
 
@@ -502,13 +527,20 @@ def mutate_population(
     return MutateResult(len(rows), len(exits), generation, changed_ids)
 
 
-def audience_file_table(profiles, memberships, audience_ids: list[str], statuses: list[str], for_csv: bool) -> pa.Table:
+def audience_file_table(
+    profiles,
+    memberships,
+    audience_ids: list[str],
+    statuses: list[str],
+    for_csv: bool,
+    shape: ExportShape = ExportShape(),
+) -> pa.Table:
     """The flat, dotted-column table described in the module docstring."""
     members, chosen, _ = select_members(profiles, memberships, audience_ids, statuses)
     n = members.num_rows
     columns = {
         "_id": members["profile_id"],
-        "identityMap.email": members["email"],
+        f"identityMap.{shape.email_namespace}": members["email"],
         "identityMap.ECID": members["ecid"],
         "personalEmail.address": members["personal_email"],
         "person.name.firstName": members["first_name"],
@@ -526,8 +558,11 @@ def audience_file_table(profiles, memberships, audience_ids: list[str], statuses
         time_column = _scatter(n, positions, sub["last_qualification_time"].combine_chunks())
         if for_csv:
             time_column = pc.strftime(time_column, format="%Y-%m-%dT%H:%M:%SZ")
-        columns[f"segmentMembership.ups.{audience_id}.status"] = _scatter(n, positions, sub["status"].combine_chunks())
-        columns[f"segmentMembership.ups.{audience_id}.lastQualificationTime"] = time_column
+        prefix = f"segmentMembership.{shape.namespace(audience_id)}.{audience_id}"
+        columns[f"{prefix}.status"] = _scatter(n, positions, sub["status"].combine_chunks())
+        columns[f"{prefix}.lastQualificationTime"] = time_column
+    if not shape.with_ids:
+        del columns["_id"]
     return pa.table(columns)
 
 
@@ -552,7 +587,7 @@ def write_audience_files(
     if bad:
         raise ValueError(f"unknown statuses: {', '.join(bad)}")
     profiles, memberships = load_population(Path(data_dir) if data_dir else default_data_dir(db))
-    table = audience_file_table(profiles, memberships, audience_ids, statuses, for_csv=fmt == "csv")
+    table = audience_file_table(profiles, memberships, audience_ids, statuses, fmt == "csv", export_shape(db))
     return write_parts(table, Path(out), part_rows, stem="audience-export", fmt=fmt)
 
 
@@ -567,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--audiences", type=int, default=3)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--dirty-rate", type=float, default=0.01)
+        parser.add_argument("--email-namespace", default="Email", help="identityMap key of the email identity")
+        parser.add_argument("--no-ids", action="store_true", help="export profiles without _id")
+        parser.add_argument("--audience-namespaces", nargs="+", default=[PLATFORM_NAMESPACE],
+                            help="the audiences' namespaces, in turn (AEPSegments: exported under ups)")
     elif command == "mutate":
         parser.add_argument("--fraction", type=float, required=True)
         parser.add_argument("--exit-fraction", type=float)
@@ -579,11 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if command == "seed":
-            result = seed_population(args.db, args.data_dir, args.profiles, args.audiences, args.seed, args.dirty_rate)
+            result = seed_population(
+                args.db, args.data_dir, args.profiles, args.audiences, args.seed, args.dirty_rate,
+                args.email_namespace, not args.no_ids, args.audience_namespaces,
+            )
             summary = {
                 "profiles": result.profiles,
                 "memberships": result.memberships,
-                "audiences": [{"id": a["id"], "name": a["name"]} for a in result.audiences],
+                "audiences": [{k: a[k] for k in ("id", "name", "namespace")} for a in result.audiences],
                 "dirt": result.dirt,
                 "seconds": round(result.seconds, 2),
             }

@@ -3,9 +3,11 @@ the nested export schema that the API export produces, so that everything downst
 
 Flat files name XDM paths with dots (Experience League, "Activate audiences to batch profile export
 destinations": selected fields are exported as columns named by their XDM path):
-``_id``, ``personalEmail.address``, ``person.name.firstName``, ``workAddress.city``, ``identityMap.<namespace>``
-(the identity value), and per audience ``segmentMembership.ups.<audienceId>.status`` /
-``.lastQualificationTime``. Parquet files may also carry the nested columns themselves.
+``_id`` (optional: nothing documents that exports carry it), ``personalEmail.address``,
+``person.name.firstName``, ``workAddress.city``, ``identityMap.<namespace>`` (the identity value), and per
+audience ``segmentMembership.<namespace>.<audienceId>.status`` / ``.lastQualificationTime`` (``ups`` for
+Platform-built audiences, the audience's own namespace otherwise). Parquet files may also carry the nested
+columns themselves.
 
 Pure: no Airflow, no network; the caller opens the files.
 """
@@ -23,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from audience_sync.errors import InputError
 
 MEMBERSHIP_TYPE = pa.struct([("status", pa.string()), ("lastQualificationTime", pa.timestamp("ms", tz="UTC"))])
 IDENTITY_TYPE = pa.struct([("id", pa.string()), ("authenticatedState", pa.string()), ("primary", pa.bool_())])
@@ -45,7 +49,7 @@ MEMBERSHIP_COLUMN = re.compile(
 IDENTITY_COLUMN = re.compile(r"^identityMap\.(?P<ns>[^.]+?)(?:\.(?P<field>id|authenticatedState|primary))?$")
 
 
-class ExportFileError(ValueError):
+class ExportFileError(InputError):
     """A file-based export cannot be read or converted; the message names the file and the place."""
 
 
@@ -99,6 +103,15 @@ def audience_ids(table: pa.Table) -> set[str]:
     return set(pc.unique(_map_keys(namespaces)).to_pylist())
 
 
+def check_audiences_found(found: set[str], audiences: list[dict[str, str]]) -> None:
+    """A requested audience without a single member in a file-based export is an error, not a warning:
+    the files were exported for other audiences, or the audience's column is missing."""
+    missing = [a for a in audiences if a["id"] not in found]
+    if missing:
+        named = ", ".join(f"{a.get('name') or a['id']!r} ({a['id']})" for a in missing)
+        raise InputError(f"audience(s) {named} have no member in the file-based export; export them, then rerun")
+
+
 def _map_keys(array: pa.MapArray) -> pa.Array:
     start, end = array.offsets[0].as_py(), array.offsets[-1].as_py()
     return array.keys.slice(start, end - start)
@@ -112,9 +125,8 @@ def _map_values(array: pa.MapArray) -> pa.Array:
 
 # --- conversion -------------------------------------------------------------------------------------
 def to_export_schema(table: pa.Table, source: str) -> pa.Table:
-    """Flat dotted columns are nested; nested columns are cast to the contract's types."""
-    if "_id" not in table.column_names:
-        raise ExportFileError(f"{source}: no '_id' column (columns: {', '.join(table.column_names)})")
+    """Flat dotted columns are nested; nested columns are cast to the contract's types. A missing ``_id``
+    stays null: the mapping then identifies profiles by their identities."""
     if any("." in name for name in table.column_names):
         return _nest(table, source)
     try:
@@ -148,9 +160,6 @@ def _nest(table: pa.Table, source: str) -> pa.Table:
         ),
         _segment_membership(table, text, source),
     ]
-    if pc.any(pc.is_null(columns[0])).as_py():
-        row = pc.index(pc.is_null(columns[0]), True).as_py()
-        raise ExportFileError(f"{source}: row {row + 1} has no '_id'")
     return pa.Table.from_arrays(columns, schema=EXPORT_SCHEMA)
 
 

@@ -4,16 +4,21 @@ Pure logic: reads the export's Parquet parts and writes Parquet chunks on the lo
 Airflow import, so it runs the same in a task, a test or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
-1. emails only: (normalised email, rank, _id, row number) of every profile with a valid email; these
+1. emails only: (normalised email, rank, profile id, row number) of every profile with a valid email; these
    small columns pick one winner per email across all batches and part files;
 2. the mapping proper, batch by batch, writing the winners in chunk files and everything else in the
    rejects file (one row per rejected profile, first reason wins in the order MISSING_EMAIL,
    INVALID_EMAIL, DUPLICATE_EMAIL, VALUE_TOO_LONG, INVALID_STATUS).
 
 Duplicate rule (one person exported twice, or one address in two spellings): the profile with the latest
-``lastQualificationTime`` over all its audience memberships wins, ties go to the smallest ``_id``. The
+``lastQualificationTime`` over all its audience memberships wins, ties go to the smallest profile id. The
 winner is kept even if it is then rejected for another reason: the latest profile is the truth about
 that person, and sending an older duplicate instead would write stale data.
+
+Profile id (rejects' ``record_id``, the tie-break): ``_id`` when the export carries it (nothing documents
+that a profile export does), otherwise the primary identity as ``<namespace>:<id>`` (namespace lowercased;
+without a primary flag, the first identity in export order). Identity namespaces (``identityMap`` keys,
+e.g. Adobe's ``Email``) and audience namespaces (``segmentMembership`` keys) match case-insensitively.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+
+from audience_sync.config import load_sync_config, load_yaml
+from audience_sync.errors import InputError
 
 # developers.hubspot.com, CRM "Properties" API: string property values hold at most 65,536 characters.
 MAX_VALUE_LENGTH = 65_536
@@ -49,12 +57,13 @@ EMAIL_PATTERN = (
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
 AUDIENCE_STATUSES = ("realized", "existing", "exited")
+# Segmentation export jobs: segmentNs "By default, the value is 'ups'"; other audiences pass their own.
 AUDIENCE_NAMESPACE = "ups"
 IDENTITY_ROOT = "identityMap"
 MEMBERSHIP_COLUMN = "segmentMembership"
 ID_COLUMN = "_id"
 PROFILE_ID = "_profile_id"
-DUPLICATE_RULE = "latest lastQualificationTime wins, ties go to the smallest _id"
+DUPLICATE_RULE = "latest lastQualificationTime wins, ties go to the smallest profile id"
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -68,11 +77,12 @@ REJECT_SCHEMA = pa.schema(
 )
 
 _TOP_KEYS = {"version", "fields", "governance"}
-_ROW_KEYS = {"source", "target", "fallback", "optional"}
+_ROW_KEYS = {"source", "target", "fallback", "optional", "on_missing"}
+ON_MISSING = ("clear", "keep")  # a value gone from AEP: clear the HubSpot property (send ""), or leave it
 _GOVERNANCE_KEYS = {"blocked_fields"}
 
 
-class MappingError(ValueError):
+class MappingError(InputError):
     """The mapping file, or the export it is applied to, cannot produce HubSpot contacts."""
 
 
@@ -86,6 +96,7 @@ class FieldMapping:
     target: str
     fallback: str | None = None
     optional: bool = False
+    on_missing: str = "clear"
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -110,6 +121,11 @@ class Mapping:
     def attributes(self) -> tuple[FieldMapping, ...]:
         return tuple(f for f in self.fields if f.target != "email")
 
+    @property
+    def keep_on_missing(self) -> list[str]:
+        """Targets never cleared when their value disappears (``incremental.plan(keep_on_missing=...)``)."""
+        return [f.target for f in self.attributes if f.on_missing == "keep"]
+
 
 @dataclass
 class MapResult:
@@ -121,15 +137,18 @@ class MapResult:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_mapping(path: str | os.PathLike, blocked_fields: tuple[str, ...] | list[str] = ()) -> Mapping:
-    """Parse and validate a mapping file; ``blocked_fields`` adds organisation-wide governance to the file's."""
+def load_mapping(path: str | os.PathLike, blocked_fields: tuple[str, ...] | list[str] | None = None) -> Mapping:
+    """Parse and validate a mapping file. ``blocked_fields`` (default: the sync config's, organisation-wide)
+    always apply: the file's own ``governance.blocked_fields`` can only add to them."""
+    if blocked_fields is None:
+        blocked_fields = load_sync_config().blocked_fields
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(f"mapping file {name}: cannot be read ({exc.strerror or exc})") from exc
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         raise MappingError(f"mapping file {name}: not valid YAML ({exc})") from exc
     if not isinstance(document, dict):
@@ -185,12 +204,19 @@ def _parse_rows(rows, name: str) -> tuple[FieldMapping, ...]:
             raise MappingError(f"{where}: optional must be true or false, got {optional!r}")
         if target == "email" and optional:
             raise MappingError(f"{where}: the email row cannot be optional, HubSpot upserts on it")
+        on_missing = row.get("on_missing", "clear")
+        if on_missing not in ON_MISSING:
+            raise MappingError(f"{where}: on_missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}")
+        if target == "email" and "on_missing" in row:
+            raise MappingError(f"{where}: on_missing does not apply to the email row")
         seen[target] = number
-        parsed.append(FieldMapping(source=source, target=target, fallback=fallback, optional=optional))
+        parsed.append(
+            FieldMapping(source=source, target=target, fallback=fallback, optional=optional, on_missing=on_missing)
+        )
     if "email" not in seen:
         raise MappingError(
             f"mapping file {name}: no row with target 'email'; HubSpot contacts are upserted on their email "
-            "(e.g. source: identityMap.email, fallback: personalEmail.address, target: email)"
+            "(e.g. source: identityMap.Email, fallback: personalEmail.address, target: email)"
         )
     return tuple(parsed)
 
@@ -202,12 +228,24 @@ def check_governance(mapping: Mapping) -> None:
         for f in mapping.fields
         for source in f.sources
         for blocked in mapping.blocked_fields
-        if source == blocked or source.startswith(blocked + ".") or blocked.startswith(source + ".")
+        if _overlaps(source, blocked)
     ]
     if violations:
         raise GovernanceError(
             f"mapping file {mapping.path}: governance forbids sending these fields out of AEP: {'; '.join(violations)}"
         )
+
+
+def _overlaps(source: str, blocked: str) -> bool:
+    """Same path, or one inside the other. Identity namespaces compare case-insensitively, as they are read:
+    blocking ``identityMap.ECID`` also blocks ``identityMap.ecid``."""
+    source, blocked = _namespace_folded(source), _namespace_folded(blocked)
+    return source == blocked or source.startswith(blocked + ".") or blocked.startswith(source + ".")
+
+
+def _namespace_folded(path: str) -> str:
+    head, _, rest = path.partition(".")
+    return f"{head}.{rest.lower()}" if head == IDENTITY_ROOT and rest else path
 
 
 # ------------------------------------------------------------------------------------- schema handling
@@ -237,8 +275,6 @@ def _resolve(schema: pa.Schema, path: str, part: str) -> pa.DataType | None:
 
 def _check_schema(schema: pa.Schema, mapping: Mapping, part: str) -> list[str]:
     """Top-level columns to read; a required row none of whose sources exist is an error naming them."""
-    if schema.get_field_index(ID_COLUMN) < 0:
-        raise MappingError(f"export part {part}: column {ID_COLUMN} (the profile id) is missing")
     present = {s: _resolve(schema, s, part) is not None for f in mapping.fields for s in f.sources}
     missing = [
         f"{' or '.join(f.sources)} (for {f.target})"
@@ -247,7 +283,8 @@ def _check_schema(schema: pa.Schema, mapping: Mapping, part: str) -> list[str]:
     ]
     if missing:
         raise MappingError(f"export part {part}: mapped source path(s) missing from the export: {'; '.join(missing)}")
-    wanted = {ID_COLUMN, MEMBERSHIP_COLUMN} | {s.split(".")[0] for f in mapping.fields for s in f.sources}
+    wanted = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN}
+    wanted |= {s.split(".")[0] for f in mapping.fields for s in f.sources}
     return [name for name in schema.names if name in wanted]
 
 
@@ -304,6 +341,46 @@ def _map_entries(values: pa.Array) -> tuple[np.ndarray, pa.Array, pa.Array]:
     return parents, pc.struct_field(flat, "key"), pc.struct_field(flat, "value")
 
 
+def _identities(identity_map: pa.Array, namespace: str) -> tuple[np.ndarray, pa.Array]:
+    """(profile row, identity struct) of every identity under ``namespace``, matched case-insensitively
+    (namespace codes: Adobe's is ``Email``, exports and older docs also show ``email``), in export order."""
+    parents, keys, values = _map_entries(identity_map)
+    match = pc.fill_null(pc.equal(pc.utf8_lower(keys), namespace.lower()), False)
+    values = values.filter(match)
+    entry = pc.list_parent_indices(values).to_numpy()
+    return parents[match.to_numpy(zero_copy_only=False)][entry], pc.list_flatten(values)
+
+
+def profile_ids(batch: pa.RecordBatch) -> pa.Array:
+    """``_id`` where present, else the primary identity (the first one without a primary flag) as
+    ``<namespace>:<id>``: stable across runs for the same profile, so rejects and the dedup tie-break
+    work without ``_id``."""
+    n = batch.num_rows
+    ids = (pc.cast(batch.column(ID_COLUMN), pa.string()) if batch.schema.get_field_index(ID_COLUMN) >= 0
+           else pa.nulls(n, pa.string()))
+    if batch.schema.get_field_index(IDENTITY_ROOT) < 0 or not pc.any(pc.is_null(ids)).as_py():
+        return ids
+    parents, keys, values = _map_entries(batch.column(IDENTITY_ROOT))
+    items = pc.list_flatten(values)
+    if not len(items):
+        return ids
+    entry = pc.list_parent_indices(values).to_numpy()
+    rows = parents[entry]
+    values = _clean(pc.cast(pc.struct_field(items, "id"), pa.string()))
+    names = pc.utf8_lower(keys.take(pa.array(entry)))
+    primary = pc.fill_null(pc.struct_field(items, "primary"), False).to_numpy(zero_copy_only=False)
+    usable = pc.is_valid(values).to_numpy(zero_copy_only=False)
+    order = np.lexsort((np.arange(len(rows)), ~primary, ~usable, rows))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = rows[order][1:] != rows[order][:-1]
+    chosen = order[first & usable[order]]
+    fallback = np.full(n, -1, dtype=np.int64)
+    fallback[rows[chosen]] = chosen
+    missing = fallback < 0
+    take = pa.array(np.where(missing, 0, fallback), mask=missing)
+    return pc.coalesce(ids, pc.binary_join_element_wise(names.take(take), values.take(take), ":"))
+
+
 @dataclass
 class _Candidates:
     """Possible values of one row of the mapping: which profile, its cleaned value, its preference."""
@@ -326,9 +403,7 @@ def _gather(batch: pa.RecordBatch, mapping_field: FieldMapping, clean) -> _Candi
         if head == IDENTITY_ROOT:
             if batch.schema.get_field_index(head) < 0:
                 continue
-            ids = pc.map_lookup(batch.column(head), rest[0], "first")
-            items = pc.list_flatten(ids)
-            rows = pc.list_parent_indices(ids).to_numpy()
+            rows, items = _identities(batch.column(head), rest[0])
             primary = pc.fill_null(pc.struct_field(items, "primary"), False).to_numpy(zero_copy_only=False)
             values = clean(_as_strings(pc.struct_field(items, "id"), source))
             order = rank * 2 + (~primary).astype(np.int64)
@@ -407,7 +482,9 @@ class _Memberships:
     statuses: dict[str, pa.Array]  # audience id → status (lowercased) or null
 
 
-def _memberships(batch: pa.RecordBatch, audience_ids: list[str]) -> _Memberships:
+def _memberships(batch: pa.RecordBatch, audience_namespaces: dict[str, str]) -> _Memberships:
+    """``audience_namespaces``: audience id → the segmentMembership namespace its status is read from."""
+    audience_ids = list(audience_namespaces)
     rank = np.full(batch.num_rows, np.iinfo(np.int64).min, dtype=np.int64)
     statuses = {aid: pa.nulls(batch.num_rows, pa.string()) for aid in audience_ids}
     if batch.schema.get_field_index(MEMBERSHIP_COLUMN) < 0:
@@ -430,9 +507,10 @@ def _memberships(batch: pa.RecordBatch, audience_ids: list[str]) -> _Memberships
     if kind.get_field_index("status") < 0 or not audience_ids:
         return _Memberships(rank, statuses)
     status = pc.utf8_lower(_clean(pc.cast(pc.struct_field(membership, "status"), pa.string())))
-    in_ups = pc.equal(namespaces, AUDIENCE_NAMESPACE).to_numpy(zero_copy_only=False)[inner_parents]
+    lowered = pc.utf8_lower(namespaces)
     for aid in audience_ids:
-        hit = in_ups & pc.fill_null(pc.equal(audience, aid), False).to_numpy(zero_copy_only=False)
+        in_namespace = pc.equal(lowered, audience_namespaces[aid].lower()).to_numpy(zero_copy_only=False)
+        hit = in_namespace[inner_parents] & pc.fill_null(pc.equal(audience, aid), False).to_numpy(zero_copy_only=False)
         if not hit.any():
             continue
         target = np.full(batch.num_rows, -1, dtype=np.int64)
@@ -536,18 +614,18 @@ def _iter_parts(part_paths: list[str], mapping: Mapping, read_batch_rows: int, o
 
 def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> tuple[int, np.ndarray, pa.Array]:
     """Pass 1: (profiles exported, winner position per loser row or -1, ids in that order)."""
-    email_columns = {ID_COLUMN, MEMBERSHIP_COLUMN} | {s.split(".")[0] for s in mapping.email.sources}
+    email_columns = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN} | {s.split(".")[0] for s in mapping.email.sources}
     pieces, total = [], 0
     for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, email_columns):
         emails = _emails(batch, mapping)
-        rank = _memberships(batch, []).rank
+        rank = _memberships(batch, {}).rank
         keep = pc.is_valid(emails.email)
         pieces.append(
             pa.table(
                 {
                     "email": emails.email,
                     "rank": pa.array(rank),
-                    "id": pc.cast(batch.column(ID_COLUMN), pa.string()),
+                    "id": profile_ids(batch),
                     "seq": pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64)),
                 }
             ).filter(keep)
@@ -612,12 +690,13 @@ def _map_batch(
     offset: int,
     mapping: Mapping,
     audience_properties: dict[str, str],
+    audience_namespaces: dict[str, str],
     dedup: tuple[np.ndarray, pa.Array],
     sink: AtomicParquetWriter,
     by_category: Counter,
 ) -> pa.Table:
     """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned."""
-    ids = pc.cast(batch.column(ID_COLUMN), pa.string())
+    ids = profile_ids(batch)
     emails = _emails(batch, mapping)
     rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
     sources = " or ".join(mapping.email.sources)
@@ -629,7 +708,7 @@ def _map_batch(
     winner_at = loser_to_winner[offset : offset + batch.num_rows]
     lost = winner_at >= 0
     if lost.any():
-        winner_ids = pc.fill_null(ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no _id>")
+        winner_ids = pc.fill_null(ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no profile id>")
         prefix = f"another profile has the same email and wins ({DUPLICATE_RULE}): "
         rejects.add(lost, "email", "DUPLICATE_EMAIL", pc.binary_join_element_wise(prefix, winner_ids, ""))
 
@@ -647,7 +726,7 @@ def _map_batch(
             )
             rejects.add(too_long, mapping_field.target, "VALUE_TOO_LONG", reason)
         columns[mapping_field.target] = values
-    statuses = _memberships(batch, list(audience_properties)).statuses
+    statuses = _memberships(batch, audience_namespaces).statuses
     for aid, prop in audience_properties.items():
         status = statuses[aid]
         unknown = pc.and_(pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(AUDIENCE_STATUSES))))
@@ -679,8 +758,12 @@ def map_export(
     out_dir: str,
     chunk_rows: int = 10_000,
     read_batch_rows: int = 100_000,
+    audience_namespaces: dict[str, str] | None = None,
 ) -> MapResult:
     """Map the export into ``out_dir/mapped/part-*.parquet`` and ``out_dir/rejects/map.parquet``.
+
+    ``audience_namespaces``: audience id → its segmentMembership namespace (``resolve_audiences``'
+    ``namespace``); an audience not named there is read under ``ups``.
 
     Mapped columns: ``email``, the mapping's other targets, one column per audience property (its
     status: realized/existing/exited, or null when not a member), and ``_profile_id``; all strings.
@@ -698,6 +781,7 @@ def map_export(
         [(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]]
     )
     total, *dedup = _winners(part_paths, mapping, read_batch_rows)
+    namespaces = {aid: (audience_namespaces or {}).get(aid) or AUDIENCE_NAMESPACE for aid in audience_properties}
 
     chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
@@ -705,7 +789,7 @@ def map_export(
     valid = 0
     with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
         for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows):
-            table = _map_batch(batch, offset, mapping, audience_properties, tuple(dedup), sink, by_category)
+            table = _map_batch(batch, offset, mapping, audience_properties, namespaces, tuple(dedup), sink, by_category)
             valid += table.num_rows
             chunks.add(table)
     return MapResult(

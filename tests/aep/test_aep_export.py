@@ -76,7 +76,7 @@ def test_export_of_three_audiences_over_several_parts(aep, tmp_path):
     expected = expected_table(aep)
     assert len(result["paths"]) == -(-expected.num_rows // 500) > 1
     assert result["rows"] == expected.num_rows
-    assert result["audiences"] == aep.audiences
+    assert result["audiences"] == [{**a, "namespace": "ups"} for a in aep.audiences]  # segment-built: ups
     assert exported(result).equals(expected)
     assert len(aep.requests("/export/jobs", "POST")) == 1
     recorded = AepClient(AepHook()).get_export_job(result["job_id"])  # the job as AEP recorded it
@@ -90,7 +90,7 @@ def test_deferrable_export_waits_in_the_trigger(aep, tmp_path):
     result = run_deferred(operator(tmp_path, [aep.audiences[0]["id"]], deferrable=True), {"task_state_store": store})
     assert store.values["aep_export_job_id"] == result["job_id"]
     assert result["rows"] == sum(storage.read_table(p).num_rows for p in result["paths"]) > 0
-    assert result["audiences"] == [aep.audiences[0]]
+    assert result["audiences"] == [{**aep.audiences[0], "namespace": "ups"}]
 
 
 def test_a_retried_task_reconnects_to_its_job(aep, tmp_path):
@@ -155,7 +155,7 @@ def test_file_based_export_warns_about_an_audience_without_members(aep, tmp_path
     ids = [a["id"] for a in aep.audiences]
     seed.write_audience_files(aep.server.db, tmp_path / "drop", "parquet", ids[:2])
     result = operator(tmp_path, ids, source_files=str(tmp_path / "drop")).execute({})
-    assert result["audiences"] == aep.audiences and result["rows"] > 0
+    assert [a["id"] for a in result["audiences"]] == ids and result["rows"] > 0
     logged = capfd.readouterr().out
     assert f"Audience {aep.audiences[2]['name']!r} ({ids[2]}) has no member in the files" in logged
     assert f"Audience {aep.audiences[0]['name']!r}" not in logged
@@ -165,8 +165,8 @@ def test_download_checks_the_reported_length(aep, tmp_path):
     result = operator(tmp_path, [aep.audiences[0]["id"]]).execute({})
     client = AepClient(AepHook())
     batch_id = client.get_export_job(result["job_id"])["destination"]["batchId"]
-    file_id = client.list_batch_files(batch_id)[0]
-    part = client.list_file_parts(file_id)[0]
+    file_id, name, length = next(client.iter_export_parts(batch_id))
+    part = {"name": name, "length": length}
     target = tmp_path / "again.parquet"
     written = client.download_part(file_id, part["name"], target, part["length"])
     assert written == part["length"] == target.stat().st_size

@@ -122,7 +122,8 @@ def test_audience_paging_and_resolution(aep):
     assert [a["id"] for a in client.list_audiences(page_size=1)] == [a["id"] for a in aep.audiences]
     assert len(aep.requests("/audiences")) == 3
     first, second = aep.audiences[0], aep.audiences[1]
-    assert client.resolve_audiences([first["name"], second["id"], first["id"]]) == [first, second]
+    resolved = client.resolve_audiences([first["name"], second["id"], first["id"]])
+    assert resolved == [{**first, "namespace": "ups"}, {**second, "namespace": "ups"}]  # segment-built: ups
     with pytest.raises(UnknownAudienceError) as error:
         client.resolve_audiences(["Gold Members", "No Such Audience"])
     assert "'No Such Audience'" in str(error.value)

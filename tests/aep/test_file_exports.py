@@ -10,6 +10,7 @@ import pytest
 from sandbox import aep_store, seed
 
 from audience_sync import file_exports
+from audience_sync.errors import InputError, PermanentError
 
 # identityMap's authenticatedState / primary are not in flat files: compare everything else.
 COMPARED = ["_id", "personalEmail", "person", "workAddress", "segmentMembership"]
@@ -98,7 +99,41 @@ def test_nested_parquet_is_cast_to_the_contract(population, tmp_path):
     assert table.equals(api_shape)
 
 
-def test_row_without_id_is_refused():
-    csv = b"_id,personalEmail.address\np1,a@example.com\n,b@example.com\n"
-    with pytest.raises(file_exports.ExportFileError, match="x.csv: row 2 has no '_id'"):
-        file_exports.read_export_file(io.BytesIO(csv), "x.csv")
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_without_id_in_other_namespaces(tmp_path, fmt):
+    """Files without ``_id``, the email identity under ``email`` and an Audience Manager audience under ``AAM``
+    convert to the API export of the same variant, ``_id`` left null."""
+    db = tmp_path / "aep.sqlite3"
+    result = seed.seed_population(db, profiles=600, audiences=2, seed=5, dirty_rate=0.01, email_namespace="email",
+                                  export_ids=False, audience_namespaces=["AEPSegments", "AAM"])
+    ids = [a["id"] for a in result.audiences]
+    files = seed.write_audience_files(db, tmp_path / fmt, fmt, ids)
+    if fmt == "parquet":
+        header = pq.read_schema(files[0]).names
+    else:
+        header = files[0].read_text().splitlines()[0].replace('"', "").split(",")
+    assert "_id" not in header and "identityMap.email" in header
+    assert f"segmentMembership.AAM.{ids[1]}.status" in header and f"segmentMembership.ups.{ids[0]}.status" in header
+    table = convert(files)
+    shape = aep_store.export_shape(db)
+    profiles, memberships = aep_store.load_population(aep_store.default_data_dir(db))
+    api_shape = aep_store.build_export_table(profiles, memberships, ids, list(aep_store.MEMBERSHIP_STATUSES), shape)
+    assert "_id" not in api_shape.column_names and table["_id"].null_count == table.num_rows
+    assert table.select(COMPARED[1:]).equals(api_shape.select(COMPARED[1:]))
+    assert identity_ids(table) == identity_ids(api_shape)
+    assert {ns for row in table["segmentMembership"].to_pylist() for ns, _ in row or []} == {"ups", "AAM"}
+    assert file_exports.audience_ids(table) == set(ids)
+
+
+def test_a_requested_audience_without_members_is_an_error():
+    audiences = [{"id": "a1", "name": "Gold"}, {"id": "a2", "name": "Churn Risk"}, {"id": "a3", "name": "VIP"}]
+    file_exports.check_audiences_found({"a1", "a2", "a3"}, audiences)
+    with pytest.raises(InputError, match=r"'Churn Risk' \(a2\), 'VIP' \(a3\) have no member") as error:
+        file_exports.check_audiences_found({"a1", "other"}, audiences)
+    assert isinstance(error.value, PermanentError)
+    with pytest.raises(InputError, match="'Gold'"):
+        file_exports.check_audiences_found(set(), audiences[:1])  # an empty export names every audience
+
+
+def test_file_errors_are_input_errors():
+    assert issubclass(file_exports.ExportFileError, InputError)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from audience_sync.mapping import MAX_VALUE_LENGTH, MappingError, load_mapping, map_export
+from audience_sync.mapping import MAX_VALUE_LENGTH, GovernanceError, MappingError, load_mapping, map_export
 from benchmarks.mapping_baseline import map_export_baseline
 from xdm_profiles import profile, synthetic_part, write_part
 
@@ -206,8 +206,7 @@ def test_parts_with_different_schemas(tmp_path, mapping):
     "drop, named",
     [
         (("person",), "person.name.firstName (for firstname)"),
-        (("_id",), "column _id"),
-        (("identityMap", "personalEmail"), "identityMap.email or personalEmail.address (for email)"),
+        (("identityMap", "personalEmail"), "identityMap.Email or personalEmail.address (for email)"),
     ],
 )
 def test_missing_required_column_is_a_clear_error(tmp_path, mapping, drop, named):
@@ -255,7 +254,8 @@ def test_scalar_types_identity_sources_and_non_scalar_error(tmp_path):
         "  - {source: identityMap.ECID, target: aep_ecid}\n"
         "  - {source: _tenant.missing, target: absent_prop, optional: true}\n"
     )
-    result = map_export([str(part)], load_mapping(mapping_file), {}, str(tmp_path / "out"))
+    # no governance here (the sync config blocks identityMap.ECID): this test is about identity sources
+    result = map_export([str(part)], load_mapping(mapping_file, blocked_fields=()), {}, str(tmp_path / "out"))
     row = pq.read_table(result.mapped_paths[0]).to_pylist()[0]
     assert row == {
         "email": "a@example.com",
@@ -348,3 +348,76 @@ def test_one_million_profiles_map_and_plan(tmp_path, mapping, capsys):
         print(f"\n1,000,000 profiles: map {mapped_at - started:.1f} s, plan {time.perf_counter() - mapped_at:.1f} s")
     assert result.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 19_999, "MISSING_EMAIL": 10_000}
     assert planned.counts["new"] == result.counts["valid"] == 970_001
+
+
+def test_profiles_without_id_are_named_by_their_primary_identity(tmp_path, mapping):
+    """Nothing documents that a profile export carries ``_id``: rejects and the dedup tie-break fall back to
+    the primary identity ``<namespace>:<id>``."""
+    profiles = [
+        *dirty_profiles(),
+        profile("x1", emails=[("Tie@Example.com", True)], first="Tie-b", audiences={"seg-gold": ("realized", 5)}),
+        profile("x2", emails=[("tie@example.com ", True)], first="Tie-a", audiences={"seg-gold": ("realized", 5)}),
+    ]
+    part = write_part(tmp_path / "part-0.parquet", profiles, drop=("_id",))
+    with_ids = write_part(tmp_path / "with-ids.parquet", profiles)
+    result, mapped, rejects = run(tmp_path, [part], mapping)
+    reference, _, _ = run(tmp_path / "ref", [with_ids], mapping)
+    assert result.counts == reference.counts
+    assert value(mapped, "email:Alice@Example.COM", "firstname") == "Alice"  # trimmed, case kept
+    assert value(mapped, "email:Carol@Example.com", "firstname") == "Carol"  # the primary one, not the first
+    assert rejects.loc["ecid:123456789", "category"] == "MISSING_EMAIL"  # no email identity: ECID names it
+    assert value(mapped, "email:not-an-email", "email") == "dave@example.com"  # the fallback path's email
+    assert rejects.loc["email:eve@@example", "category"] == "INVALID_EMAIL"
+    assert value(mapped.reset_index().set_index("firstname"), "Bob", "_profile_id") is None  # no identity at all
+    assert list(rejects[rejects.index.isna()]["category"]) == ["MISSING_EMAIL", "MISSING_EMAIL"]  # p05, p14
+    # the tie (same time) goes to the smaller profile id, "email:Tie@..." < "email:tie@..."
+    dupes = rejects[rejects["category"] == "DUPLICATE_EMAIL"]
+    assert value(mapped, "email:Tie@Example.com", "firstname") == "Tie-b"
+    assert dupes.loc["email:tie@example.com", "reason"].endswith(": email:Tie@Example.com")
+    # the same export twice gives the same ids: the fallback is stable
+    again, mapped_again, _ = run(tmp_path / "again", [part], mapping)
+    assert mapped_again.index.equals(mapped.index)
+
+
+@pytest.mark.parametrize("namespace", ["Email", "email", "EMAIL"])
+def test_email_identity_namespace_matches_case_insensitively(tmp_path, mapping, namespace):
+    """identityMap keys are namespace codes: Adobe's code is ``Email``; exports also show ``email``."""
+    profiles = [
+        profile("p1", emails=[("a@example.com", True)], email_namespace=namespace),
+        profile("p2", emails=[("old@example.com", False), ("b@example.com", True)], email_namespace=namespace),
+    ]
+    _, mapped, rejects = run(tmp_path, [write_part(tmp_path / "part-0.parquet", profiles)], mapping)
+    assert value(mapped, "p1", "email") == "a@example.com" and value(mapped, "p2", "email") == "b@example.com"
+    assert rejects.empty
+
+
+def test_audience_statuses_are_read_in_each_audience_namespace(tmp_path, mapping):
+    """Platform audiences are exported under ``ups``, Audience Manager and custom uploads under their own
+    namespace: each audience's status is read where the Audiences API says it lives."""
+    namespaces = {"seg-churn": "AAM"}
+    profiles = [
+        profile("p1", emails=[("a@example.com", True)], audience_namespaces=namespaces,
+                audiences={"seg-gold": ("realized", 1), "seg-churn": ("existing", 1)}),
+        profile("p2", emails=[("b@example.com", True)], audiences={"seg-churn": ("exited", 1)},
+                audience_namespaces={"seg-churn": "ups"}),  # same id, other namespace: not this audience
+    ]
+    part = write_part(tmp_path / "part-0.parquet", profiles)
+    _, mapped, _ = run(tmp_path, [part], mapping, audience_namespaces={"seg-gold": "ups", "seg-churn": "aam"})
+    assert value(mapped, "p1", "aep_gold") == "realized" and value(mapped, "p1", "aep_churn") == "existing"
+    assert value(mapped, "p2", "aep_churn") is None
+    _, default, _ = run(tmp_path / "default", [part], mapping)  # without namespaces: ups for every audience
+    assert value(default, "p1", "aep_churn") is None and value(default, "p2", "aep_churn") == "exited"
+
+
+def test_a_blocked_identity_namespace_is_blocked_in_any_case(tmp_path):
+    """Namespaces are read case-insensitively, so governance compares them the same way."""
+    path = tmp_path / "mapping.yaml"
+    path.write_text(
+        "fields:\n  - {source: identityMap.Email, target: email}\n  - {source: identityMap.ecid, target: ecid}\n"
+        "governance:\n  blocked_fields: [identityMap.ECID]\n"
+    )
+    with pytest.raises(GovernanceError, match=r"ecid <- identityMap.ecid \(blocked: identityMap.ECID\)"):
+        load_mapping(path)
+    path.write_text("fields:\n  - {source: identityMap.EMAIL, target: email}\n"
+                    "governance:\n  blocked_fields: [identityMap.ECID, person.birthDate]\n")
+    assert load_mapping(path).email.source == "identityMap.EMAIL"

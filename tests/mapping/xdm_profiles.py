@@ -34,24 +34,25 @@ def profile(
     country: str | None = None,
     audiences: dict[str, tuple[str, int]] | None = None,
     ecid: str | None = None,
+    email_namespace: str = "email",
+    audience_namespaces: dict[str, str] | None = None,
 ) -> dict:
-    """One XDM profile; ``emails`` are (id, primary) pairs, ``audiences`` map id → (status, day offset)."""
+    """One XDM profile; ``emails`` are (id, primary) pairs, ``audiences`` map id → (status, day offset),
+    exported under ``audience_namespaces[id]`` (default ``ups``)."""
     identity = []
     if emails is not None:
-        identity.append(("email", [{"id": e, "authenticatedState": "authenticated", "primary": p} for e, p in emails]))
+        identity.append((email_namespace, [{"id": e, "authenticatedState": "authenticated", "primary": p} for e, p in emails]))
     if ecid is not None:
         identity.append(("ECID", [{"id": ecid, "authenticatedState": "ambiguous", "primary": False}]))
     members = None
     if audiences is not None:
-        members = [
-            (
-                "ups",
-                [
-                    (aid, {"status": s, "lastQualificationTime": T0 + timedelta(days=d)})
-                    for aid, (s, d) in audiences.items()
-                ],
+        by_namespace: dict[str, list] = {}
+        for aid, (s, d) in audiences.items():
+            namespace = (audience_namespaces or {}).get(aid, "ups")
+            by_namespace.setdefault(namespace, []).append(
+                (aid, {"status": s, "lastQualificationTime": T0 + timedelta(days=d)})
             )
-        ]
+        members = list(by_namespace.items())
     return {
         "_id": pid,
         "identityMap": identity or None,

@@ -311,7 +311,7 @@ def test_connection_spec_lookup(platform):
 
 def test_audiences_are_paged(platform, audiences):
     first = platform.call("GET", f"{UPS}/audiences", params={"limit": 2}).json()
-    assert first["_page"] == {"totalCount": 3, "pageSize": 2, "next": "2"}
+    assert first["_page"] == {"totalCount": 3, "pageSize": 2, "next": 2}  # an integer in segmentation.yaml
     second = platform.call("GET", first["_links"]["next"]["href"]).json()
     assert "next" not in second["_page"] and "next" not in second["_links"]
     listed = first["children"] + second["children"]
@@ -496,3 +496,42 @@ def test_million_profile_export_is_quick(tmp_path):
         server.stop()
     assert job["status"] == "SUCCEEDED" and rows == job["metrics"]["totalExportedProfileCounter"] > 500_000
     assert elapsed < 30, f"exporting took {elapsed:.1f} s"
+
+
+def test_nested_directories_and_export_variants_on_the_wire(tmp_path):
+    """--file-dirs 2: the batch lists one directory, whose listing holds the next one, whose listing holds
+    the files, each entry a ``dataSetFileId`` without ``name`` (Data Access guide, "Directory response");
+    --profile-counter absent drops metrics.totalExportedProfileCounter; audiences in the AAM namespace are
+    exported under segmentMembership.AAM and refused under segmentNs ups."""
+    seeded = seed_population(tmp_path / "aep.sqlite3", None, 600, 2, seed=5, dirty_rate=0.0, email_namespace="email",
+                             export_ids=False, audience_namespaces=["AEPSegments", "AAM"])
+    server = start_sandbox("aep", tmp_path, "--part-rows", "250", "--job-seconds", "0.2", "--file-dirs", "2",
+                           "--profile-counter", "absent")
+    try:
+        platform = Platform(server.url)
+        ids = [a["id"] for a in seeded.audiences]
+        assert [a["namespace"] for a in seeded.audiences] == ["AEPSegments", "AAM"]
+        wrong = platform.call("POST", f"{UPS}/export/jobs", json=export_body(ids))
+        assert_aep_error(wrong, 400, "filter.segments[1].segmentNs must be 'AAM'")
+        body = export_body(ids)
+        body["filter"]["segments"][1]["segmentNs"] = "AAM"
+        job = platform.call("POST", f"{UPS}/export/jobs", json=body).json()
+        while (job := platform.call("GET", f"{UPS}/export/jobs/{job['id']}").json())["status"] != "SUCCEEDED":
+            assert job["status"] in ("NEW", "PROCESSING")
+            time.sleep(0.1)
+        assert "totalExportedProfileCounter" not in job["metrics"]
+        listing = platform.call("GET", f"{EXPORT}/batches/{job['destination']['batchId']}/files").json()["data"]
+        assert len(listing) == 1 and listing[0]["dataSetFileId"].endswith("-dir1")
+        level1 = platform.call("GET", listing[0]["_links"]["self"]["href"]).json()["data"]
+        assert [e["dataSetFileId"][-5:] for e in level1] == ["-dir2"] and "name" not in level1[0]
+        files = platform.call("GET", level1[0]["_links"]["self"]["href"]).json()["data"]
+        assert len(files) >= 2 and all("dataSetFileId" in e and "name" not in e for e in files)
+        parts = [platform.call("GET", e["_links"]["self"]["href"]).json()["data"][0] for e in files]
+        tables = [pq.read_table(io.BytesIO(platform.call("GET", p["_links"]["self"]["href"]).content)) for p in parts]
+        table = pa.concat_tables(tables)
+        assert "_id" not in table.column_names
+        assert {k for row in table["identityMap"].to_pylist() for k, _ in row or []} == {"email", "ECID"}
+        assert {k for row in table["segmentMembership"].to_pylist() for k, _ in row or []} == {"ups", "AAM"}
+        assert platform.call("GET", f"{EXPORT}/files/{'0' * 32}-dir1").status_code == 404
+    finally:
+        server.stop()

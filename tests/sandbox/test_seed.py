@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from sandbox import credentials
-from sandbox.aep_store import load_population, open_state
+from sandbox.aep_store import ExportShape, export_shape, load_population, open_state
 from sandbox.seed import (
     DIRT_KINDS,
     NULLABLE_FIELDS,
@@ -147,7 +147,7 @@ def test_audience_files_csv_and_parquet(population, tmp_path):
         rows = list(reader)
     base = [
         "_id",
-        "identityMap.email",
+        "identityMap.Email",  # Adobe's namespace code, the seed's default
         "identityMap.ECID",
         "personalEmail.address",
         "person.name.firstName",
@@ -209,6 +209,40 @@ def test_cli_seed_mutate_and_files(tmp_path):
     assert len(files["files"]) == 1 and files["files"][0].endswith(".csv")
     bad = cli("--db", db, "--dirty-rate", "0.5")
     assert bad.returncode == 2 and "dirty_rate" in bad.stderr
+
+
+def test_cli_export_variants(tmp_path):
+    """--email-namespace, --no-ids and --audience-namespaces: kept in the db, served by the audiences and
+    used by the file export (the API export reads the same ``export_shape``)."""
+    env = {"PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
+    db = str(tmp_path / "aep.sqlite3")
+
+    def run(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "sandbox.seed", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    seeded = run("--db", db, "--profiles", "300", "--audiences", "3", "--email-namespace", "email", "--no-ids",
+                 "--audience-namespaces", "AEPSegments", "AAMSegments")
+    assert [a["namespace"] for a in seeded["audiences"]] == ["AEPSegments", "AAMSegments", "AEPSegments"]
+    bodies = [json.loads(r["body"]) for r in open_state(db).query("SELECT body FROM audiences ORDER BY seq")]
+    assert [(b["type"], b["originName"]) for b in bodies] == [
+        ("SegmentDefinition", "REAL_TIME_CUSTOMER_PROFILE"),
+        ("ExternalAudience", "AUDIENCE_MANAGER"),
+        ("SegmentDefinition", "REAL_TIME_CUSTOMER_PROFILE"),
+    ]
+    shape = export_shape(db)
+    ids = [a["id"] for a in seeded["audiences"]]
+    assert shape == ExportShape("email", False, {ids[0]: "ups", ids[1]: "AAMSegments", ids[2]: "ups"})
+    files = run("files", "--db", db, "--out", str(tmp_path / "out"), "--format", "parquet", "--audiences", *ids)
+    names = pq.read_schema(files["files"][0]).names
+    assert "_id" not in names and names[0] == "identityMap.email"
+    assert f"segmentMembership.AAMSegments.{ids[1]}.status" in names
+    assert run("mutate", "--db", db, "--fraction", "0.01")["generation"] == 1
+    assert export_shape(db) == shape  # a mutation keeps the variant
+    defaults = export_shape(str(tmp_path / "empty.sqlite3"))
+    assert defaults == ExportShape() and defaults.email_namespace == "Email" and defaults.with_ids
 
 
 @pytest.mark.slow

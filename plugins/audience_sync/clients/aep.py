@@ -4,15 +4,18 @@ Data Access downloads. Paths are relative to the connection's Platform base URL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_sync import storage
+from audience_sync.errors import InputError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
+from audience_sync.mapping import AUDIENCE_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ DEFAULT_EXPORT_FIELDS = (
     "workAddress.street1,workAddress.city,workAddress.country,segmentMembership"
 )
 CHUNK_SIZE = 1 << 20
+# Platform-built audiences say ``namespace: AEPSegments`` and are exported under ``ups`` (AUDIENCE_NAMESPACE).
+PLATFORM_AUDIENCE_NAMESPACES = frozenset({"aepsegments", AUDIENCE_NAMESPACE})
+MAX_DIRECTORY_DEPTH = 8  # Data Access directories nest; a deeper chain is an answer we do not understand
 
 
 class UnknownAudienceError(ValueError):
@@ -38,6 +44,35 @@ class UnknownAudienceError(ValueError):
 
 class DownloadSizeMismatch(IOError):
     """A downloaded part's size differs from the length Data Access reported."""
+
+
+def audience_namespace(audience: dict[str, Any]) -> str:
+    """The segmentMembership namespace an audience is exported under (Segmentation "Audiences endpoint":
+    ``namespace``): ``ups`` for Platform-built audiences (``AEPSegments``, or none given), otherwise the
+    audience's own namespace (e.g. ``AAM`` for Audience Manager, custom uploads' namespace)."""
+    namespace = str(audience.get("namespace") or "").strip()
+    if not namespace or namespace.lower() in PLATFORM_AUDIENCE_NAMESPACES:
+        return AUDIENCE_NAMESPACE
+    return namespace
+
+
+def check_export_count(job: dict[str, Any], rows_read: int) -> None:
+    """Fail before any write when the rows read differ from the job's ``metrics.totalExportedProfileCounter``
+    (Segmentation "Export jobs endpoint" example); a job without the counter is not checked."""
+    counter = (job.get("metrics") or {}).get("totalExportedProfileCounter")
+    if counter is None:
+        return
+    try:
+        expected = int(counter)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"AEP export job {job.get('id')}: metrics.totalExportedProfileCounter {counter!r} is not a number"
+        ) from None
+    if expected != rows_read:
+        raise InputError(
+            f"AEP export job {job.get('id')} reports {expected} exported profiles but {rows_read} rows were read "
+            "from its files; nothing was written"
+        )
 
 
 def first_item(body: dict[str, Any] | None) -> dict[str, Any]:
@@ -79,7 +114,8 @@ class AepClient:
         return self.hook.request_json("GET", f"{UPS}/audiences/{audience_id}")
 
     def resolve_audiences(self, ids_or_names: Iterable[str]) -> list[dict[str, str]]:
-        """Ids or names → ``[{id, name}]`` in the order given; an unknown one fails naming the available ones."""
+        """Ids or names → ``[{id, name, namespace}]`` in the order given (``namespace``: see
+        ``audience_namespace``); an unknown one fails naming the available ones."""
         wanted = [ids_or_names] if isinstance(ids_or_names, str) else list(ids_or_names)
         if not wanted:
             raise UnknownAudienceError("no audience given: name at least one audience id or name")
@@ -101,7 +137,13 @@ class AepClient:
                 unknown.append(key)
                 continue
             if all(r["id"] != match["id"] for r in resolved):
-                resolved.append({"id": match["id"], "name": match.get("name") or match["id"]})
+                resolved.append(
+                    {
+                        "id": match["id"],
+                        "name": match.get("name") or match["id"],
+                        "namespace": audience_namespace(match),
+                    }
+                )
         if unknown:
             names = ", ".join(sorted(repr(a.get("name")) for a in audiences)) or "none"
             raise UnknownAudienceError(
@@ -112,17 +154,23 @@ class AepClient:
     # --- export jobs ------------------------------------------------------------------------------
     @staticmethod
     def export_job_body(
-        audience_ids: list[str], dataset_id: str, merge_policy_id: str, fields: str = DEFAULT_EXPORT_FIELDS
+        audiences: list[dict[str, str] | str],
+        dataset_id: str,
+        merge_policy_id: str,
+        fields: str = DEFAULT_EXPORT_FIELDS,
     ) -> dict[str, Any]:
-        """Statuses set explicitly: the documented defaults disagree (Segmentation "Segment export jobs
+        """``audiences`` as ``resolve_audiences`` returns them, each sent with its own ``segmentNs`` (a bare
+        id means a Platform-built audience, ``ups``).
+        Statuses set explicitly: the documented defaults disagree (Segmentation "Segment export jobs
         endpoint"). ``segmentPerBatch: false`` puts every audience in one batch."""
         return {
             "fields": fields,
             "mergePolicy": {"id": merge_policy_id},
             "filter": {
                 "segments": [
-                    {"segmentId": audience_id, "segmentNs": "ups", "status": list(EXPORT_STATUSES)}
-                    for audience_id in audience_ids
+                    {"segmentId": a["id"], "segmentNs": a.get("namespace") or AUDIENCE_NAMESPACE,
+                     "status": list(EXPORT_STATUSES)}
+                    for a in ({"id": x} if isinstance(x, str) else x for x in audiences)
                 ]
             },
             "destination": {"datasetId": dataset_id, "segmentPerBatch": False},
@@ -142,9 +190,41 @@ class AepClient:
         return [f["dataSetFileId"] for f in files]
 
     def list_file_parts(self, file_id: str) -> list[dict[str, Any]]:
-        """``GET /files/{id}`` → parts ``{name, length}`` (length comes as a string in Adobe's examples)."""
-        parts = self.hook.paginate(f"{DATA_ACCESS}/files/{file_id}", ("data",), {"start": 0, "limit": 100})
-        return [{"name": p["name"], "length": int(p["length"])} for p in parts if "name" in p]
+        """Superseded by ``iter_export_parts`` (which follows directories); kept until the export operator
+        calls that instead."""
+        return [{"name": name, "length": length} for _, name, length in self._file_parts(file_id, (file_id,), 1)]
+
+    def iter_export_parts(self, batch_id: str, max_depth: int = MAX_DIRECTORY_DEPTH) -> Iterator[tuple[str, str, int]]:
+        """Every downloadable part of a batch as ``(file_id, name, length)``, in listing order.
+
+        ``GET /files/{id}`` ("Data Access API guide", access and download files) lists either the file's
+        parts ``{name, length}`` (length as a string in Adobe's examples) or, when the id points to a
+        directory, further ``{dataSetFileId}`` entries, which are followed up to ``max_depth`` levels."""
+        for file_id in self.list_batch_files(batch_id):
+            yield from self._file_parts(file_id, (file_id,), max_depth)
+
+    def _file_parts(self, file_id: str, path: tuple[str, ...], max_depth: int) -> Iterator[tuple[str, str, int]]:
+        entries = self.hook.paginate(f"{DATA_ACCESS}/files/{file_id}", ("data",), {"start": 0, "limit": 100})
+        for entry in entries:
+            if entry.get("name") is not None:
+                try:
+                    length = int(entry["length"])
+                except (KeyError, TypeError, ValueError):
+                    raise InputError(
+                        f"AEP file {file_id} part {entry['name']!r}: length {entry.get('length')!r} is not a number"
+                    ) from None
+                yield file_id, str(entry["name"]), length
+            elif entry.get("dataSetFileId"):
+                child = str(entry["dataSetFileId"])
+                if child in path:
+                    raise InputError(f"AEP file directory {' > '.join(path)} contains itself ({child})")
+                if len(path) >= max_depth:
+                    raise InputError(f"AEP file directory {' > '.join(path)} nests deeper than {max_depth} levels")
+                yield from self._file_parts(child, (*path, child), max_depth)
+            else:
+                raise InputError(
+                    f"AEP file {file_id}: an entry has neither a name nor a dataSetFileId: {sorted(entry)}"
+                )
 
     def download_part(self, file_id: str, name: str, destination, expected_length: int | None = None) -> int:
         """Stream ``GET /files/{id}?path=<name>`` ("Data Access API guide": the file's bytes) to a local or
@@ -172,6 +252,34 @@ class AepClient:
         return written
 
 
+    def download_export(self, job: dict[str, Any], folder, part_name: str = "part-{:05d}.parquet") -> ExportDownload:
+        """Every Parquet part of a SUCCEEDED job's batch into ``folder`` (directories followed), rows counted
+        from the footers and checked against the job's profile counter before anything downstream runs.
+        A part that is not Parquet is logged and left out; the count check then fails the run if it held rows."""
+        batch_id = (job.get("destination") or {}).get("batchId")
+        if not batch_id:
+            raise InputError(f"AEP export job {job.get('id')} has no destination.batchId to download")
+        folder = storage.as_path(folder)
+        download = ExportDownload()
+        for file_id, name, length in self.iter_export_parts(batch_id):
+            if not name.lower().endswith(".parquet"):
+                log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, name)
+                continue
+            path = folder / part_name.format(len(download.paths))
+            download.bytes += self.download_part(file_id, name, path, length)
+            download.rows += parquet_footer(path)[1]
+            download.paths.append(str(path))
+        check_export_count(job, download.rows)
+        return download
+
+
+@dataclass
+class ExportDownload:
+    paths: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+
+
 def parquet_footer(path) -> tuple[pa.Schema, int]:
     """Schema and row count from the Parquet footer, without reading the data."""
     path = storage.as_path(path)
@@ -184,4 +292,13 @@ def parquet_footer(path) -> tuple[pa.Schema, int]:
         return footer.schema_arrow, footer.metadata.num_rows
 
 
-__all__ = ["AepClient", "ApiError", "UnknownAudienceError", "DownloadSizeMismatch", "parquet_footer"]
+__all__ = [
+    "AepClient",
+    "ApiError",
+    "UnknownAudienceError",
+    "DownloadSizeMismatch",
+    "ExportDownload",
+    "audience_namespace",
+    "check_export_count",
+    "parquet_footer",
+]
