@@ -16,7 +16,8 @@ Public docs behind each rule:
 Run-time settings (``POST /_sandbox/faults {"extra": {...}}``; the whole ``extra`` object is replaced):
   ``flow_run_seconds`` (1.0): how long a run stays inProgress; ``fail_runs`` (0): the next N runs end failed;
   ``explore_wrapped`` (false): explore ROOT answers ``{"items": [...]}`` instead of the documented bare array;
-  ``preview_as_lists`` (false): preview rows come as arrays in column order instead of objects.
+  ``preview_as_lists`` (false): preview rows come as arrays in column order instead of objects;
+  ``flow_spec_transformations_as_list`` (false): a flow spec's transformationSpecs as the docs' array.
 """
 
 from __future__ import annotations
@@ -79,13 +80,15 @@ CRM_FLOW_SPEC = {
     "version": "1.0",
     "sourceConnectionSpecIds": [HUBSPOT_CONNECTION_SPEC_ID],
     "targetConnectionSpecIds": [DATA_LAKE_CONNECTION_SPEC_ID],
-    "transformationSpecs": [
-        {"name": "Copy", "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                                  "properties": {"deltaColumn": {"type": "object"}}, "required": ["deltaColumn"]}},
-        {"name": "Mapping", "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                                     "properties": {"mappingId": {"type": "string"}, "mappingVersion": {"type": "string"}},
-                                     "required": ["mappingId"]}},
-    ],
+    # flow-service.yaml types transformationSpecs as one object (its mappingId/mappingVersion spec); Adobe's
+    # "Update flow specifications" page shows an array of them. The spec's form is the default; the setting
+    # ``flow_spec_transformations_as_list`` serves the page's array (with the Copy spec) [SPEC].
+    "transformationSpecs": {
+        "name": "Mapping",
+        "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                 "properties": {"mappingId": {"type": "string"}, "mappingVersion": {"type": "string"}},
+                 "required": ["mappingId"]},
+    },
     "scheduleSpec": {
         "name": "PeriodicSchedule",
         "type": "Periodic",
@@ -270,14 +273,21 @@ class FlowRoutes:
         return Response(200, body)
 
     # --- specs ----------------------------------------------------------------------------------------
+    def _flow_spec(self) -> dict[str, Any]:
+        if not self.setting("flow_spec_transformations_as_list", False):
+            return CRM_FLOW_SPEC
+        copy = {"name": "Copy", "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                                         "properties": {"deltaColumn": {"type": "object"}}, "required": ["deltaColumn"]}}
+        return {**CRM_FLOW_SPEC, "transformationSpecs": [copy, CRM_FLOW_SPEC["transformationSpecs"]]}
+
     def list_flow_specs(self, request: Request) -> Response:
         accept = _property_filter(request.query.get("property", []))
-        return Response(200, {"items": [s for s in (CRM_FLOW_SPEC,) if accept(s)]})
+        return Response(200, {"items": [s for s in (self._flow_spec(),) if accept(s)]})
 
     def get_flow_spec(self, request: Request) -> Response:
         if request.params["id"] != CRM_FLOW_SPEC_ID:
             raise flow_error(404, "FLOW-1002-404", "Not Found", f"flow spec {request.params['id']} was not found")
-        return Response(200, {"items": [CRM_FLOW_SPEC]})
+        return Response(200, {"items": [self._flow_spec()]})
 
     # --- source connections [COLLECT] [SPEC createSourceConnection: name, data, connectionSpec required] -
     def create_source(self, request: Request) -> Response:

@@ -59,6 +59,13 @@ def test_explore_variants_wrapped_root_and_rows_as_lists(aep, client, base_conne
     assert ingest.preview_rows(table)[0]["Properties_Name_Value"] == "Company 0"
 
 
+def test_flow_spec_in_the_specs_object_form_and_the_docs_array_form(aep, client):
+    assert client.get_flow_spec(ingest.CRM_FLOW_SPEC_ID)["transformationSpecs"]["name"] == "Mapping"
+    aep.set_faults(extra={"flow_spec_transformations_as_list": True})
+    spec = client.get_flow_spec(ingest.CRM_FLOW_SPEC_ID)
+    assert spec["id"] == ingest.CRM_FLOW_SPEC_ID and [t["name"] for t in spec["transformationSpecs"]] == ["Copy", "Mapping"]
+
+
 def test_explore_errors_name_the_problem(client, base_connection):
     with pytest.raises(ApiError) as error:
         client.explore_table(base_connection, "Hubspot.Nothing")
