@@ -164,3 +164,30 @@ def test_sandbox_reset_forgets_the_dataflows(aep, client, base_connection):
     aep.reset()
     assert client.list_flows(f"flowSpec.id=={ingest.CRM_FLOW_SPEC_ID}") == []
     assert client.get_dataset(chain["dataset"]) is None
+
+
+def test_the_trigger_waits_until_the_runs_end(aep, client, base_connection):
+    import asyncio
+
+    from audience_sync.triggers.flow_runs import FlowRunsTrigger
+
+    chain = make_chain(client, base_connection)
+    trigger = FlowRunsTrigger([chain["flow"]], {chain["flow"]: time.time() - 1}, poll_interval=0.1)
+    assert trigger.serialize()[0] == "audience_sync.triggers.flow_runs.FlowRunsTrigger"
+    event = asyncio.run(trigger.run().__anext__())
+    assert event.payload == {"status": "done"}
+    assert not any(ingest.is_active(r) for r in client.list_runs(chain["flow"]))
+    gone = FlowRunsTrigger(["no-such-flow"], {"no-such-flow": time.time() + 3600}, poll_interval=0.1)
+    assert asyncio.run(gone.run().__anext__()).payload == {"status": "done"}  # not due yet: nothing to wait for
+
+
+def test_explore_fails_naming_the_tables_when_a_configured_one_is_missing(client, base_connection, tmp_path):
+    from audience_sync.operators.ingest import ExploreHubSpotOperator
+
+    operator = ExploreHubSpotOperator(task_id="explore", base_connection_id=base_connection, output_dir=str(tmp_path))
+    missing = ingest.IngestObject("Hubspot.Tickets", SCHEMA, None, "t", "Updated_At")
+    operator.config = ingest.IngestConfig(objects=(missing,), mappings={missing.path: PAIRS})
+    with pytest.raises(ConfigurationError, match="available: Hubspot.Contacts, Hubspot.Companies, Hubspot.Deals"):
+        operator.execute({})
+    with pytest.raises(ConfigurationError, match="no connection id"):
+        ExploreHubSpotOperator(task_id="e", base_connection_id="None", output_dir=str(tmp_path)).execute({})

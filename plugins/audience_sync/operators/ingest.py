@@ -307,7 +307,7 @@ class FlowRunsOperator(_IngestOperator):
             while pending := waiting_for(self.client, flow_ids, not_before):
                 if time.monotonic() >= deadline:
                     raise TransientError(f"AEP flow(s) {', '.join(pending)} still running after {timeout}")
-                self.log.info("AEP flow(s) %s still running; next check in %.0f s", ", ".join(pending), poll)
+                self.log.info("AEP flow(s) %s still running; next check in %.1f s", ", ".join(pending), poll)
                 time.sleep(poll)
         return self._report(context, flow_ids)
 

@@ -61,5 +61,5 @@ class FlowRunsTrigger(BaseTrigger):
             if not pending:
                 yield TriggerEvent({"status": "done"})
                 return
-            self.log.info("AEP flow(s) %s still running; next check in %.0f s", ", ".join(pending), self.poll_interval)
+            self.log.info("AEP flow(s) %s still running; next check in %.1f s", ", ".join(pending), self.poll_interval)
             await asyncio.sleep(self.poll_interval)
