@@ -3,7 +3,7 @@ Data Prep mapping sets, flow specs, flows and runs with metrics. ``register(app)
 sandbox (``sandbox.aep.AepApp``), on its gateway checks, state file and reset.
 
 Public docs behind each rule:
-  [SPEC]     Adobe's OpenAPI files (../shared/reference/openapi/aep/: flow-service.yaml, catalog.yaml, data-prep.yaml)
+  [SPEC]     Adobe's OpenAPI files, vendored in include/openapi/aep/ (flow-service, catalog, data-prep)
   [EXPLORE]  "Explore a marketing automation system using the Flow Service API"
              https://experienceleague.adobe.com/en/docs/experience-platform/sources/api-tutorials/explore/marketing-automation
   [COLLECT]  "Create a dataflow for marketing automation sources using the Flow Service API"
@@ -27,7 +27,7 @@ import json
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.aep import FLOW, _int_arg, _now_ms, _property_filter, aep_error, flow_error
@@ -56,17 +56,29 @@ TABLES = ("source_connections", "target_connections", "mapping_sets", "flows", "
 # "Added_At") [EXPLORE]. Rows are generated; the emails are fake but personal-data shaped on purpose.
 HUBSPOT_TABLES: dict[str, list[tuple[str, str]]] = {
     "Contacts": [
-        ("Id", "string"), ("Properties_Email_Value", "string"), ("Properties_Firstname_Value", "string"),
-        ("Properties_Lastname_Value", "string"), ("Properties_City_Value", "string"),
-        ("Properties_Country_Value", "string"), ("Added_At", "string"), ("Updated_At", "string"),
+        ("Id", "string"),
+        ("Properties_Email_Value", "string"),
+        ("Properties_Firstname_Value", "string"),
+        ("Properties_Lastname_Value", "string"),
+        ("Properties_City_Value", "string"),
+        ("Properties_Country_Value", "string"),
+        ("Added_At", "string"),
+        ("Updated_At", "string"),
     ],
     "Companies": [
-        ("Id", "string"), ("Properties_Name_Value", "string"), ("Properties_Domain_Value", "string"),
-        ("Properties_Numberofemployees_Value", "integer"), ("Added_At", "string"), ("Updated_At", "string"),
+        ("Id", "string"),
+        ("Properties_Name_Value", "string"),
+        ("Properties_Domain_Value", "string"),
+        ("Properties_Numberofemployees_Value", "integer"),
+        ("Added_At", "string"),
+        ("Updated_At", "string"),
     ],
     "Deals": [
-        ("Id", "string"), ("Properties_Dealname_Value", "string"), ("Properties_Amount_Value", "number"),
-        ("Properties_Dealstage_Value", "string"), ("Updated_At", "string"),
+        ("Id", "string"),
+        ("Properties_Dealname_Value", "string"),
+        ("Properties_Amount_Value", "number"),
+        ("Properties_Dealstage_Value", "string"),
+        ("Updated_At", "string"),
     ],
 }
 TABLE_ROWS = {"Contacts": 120, "Companies": 40, "Deals": 60}
@@ -85,9 +97,12 @@ CRM_FLOW_SPEC = {
     # ``flow_spec_transformations_as_list`` serves the page's array (with the Copy spec) [SPEC].
     "transformationSpecs": {
         "name": "Mapping",
-        "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                 "properties": {"mappingId": {"type": "string"}, "mappingVersion": {"type": "string"}},
-                 "required": ["mappingId"]},
+        "spec": {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"mappingId": {"type": "string"}, "mappingVersion": {"type": "string"}},
+            "required": ["mappingId"],
+        },
     },
     "scheduleSpec": {
         "name": "PeriodicSchedule",
@@ -108,7 +123,7 @@ CRM_FLOW_SPEC = {
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def synthetic_rows(table: str, count: int) -> list[dict[str, Any]]:
@@ -117,16 +132,45 @@ def synthetic_rows(table: str, count: int) -> list[dict[str, Any]]:
     for n in range(count):
         stamp = f"2026-11-{1 + n % 28:02d}T10:00:00Z"
         values = {
-            "Id": f"{table[:2].upper()}{1000 + n}", "Added_At": stamp, "Updated_At": stamp,
-            "Properties_Email_Value": f"person{n}@example.com", "Properties_Firstname_Value": f"First{n}",
-            "Properties_Lastname_Value": f"Last{n}", "Properties_City_Value": ("Berlin", "Lyon", "Austin")[n % 3],
-            "Properties_Country_Value": ("DE", "FR", "US")[n % 3], "Properties_Name_Value": f"Company {n}",
-            "Properties_Domain_Value": f"company{n}.example", "Properties_Numberofemployees_Value": 10 + n,
-            "Properties_Dealname_Value": f"Deal {n}", "Properties_Amount_Value": 1000.0 + n,
+            "Id": f"{table[:2].upper()}{1000 + n}",
+            "Added_At": stamp,
+            "Updated_At": stamp,
+            "Properties_Email_Value": f"person{n}@example.com",
+            "Properties_Firstname_Value": f"First{n}",
+            "Properties_Lastname_Value": f"Last{n}",
+            "Properties_City_Value": ("Berlin", "Lyon", "Austin")[n % 3],
+            "Properties_Country_Value": ("DE", "FR", "US")[n % 3],
+            "Properties_Name_Value": f"Company {n}",
+            "Properties_Domain_Value": f"company{n}.example",
+            "Properties_Numberofemployees_Value": 10 + n,
+            "Properties_Dealname_Value": f"Deal {n}",
+            "Properties_Amount_Value": 1000.0 + n,
             "Properties_Dealstage_Value": ("appointmentscheduled", "closedwon")[n % 2],
         }
         rows.append({name: values[name] for name, _ in HUBSPOT_TABLES[table]})
     return rows
+
+
+def continuation_page(request: Request, items: list[dict[str, Any]], path: str) -> Response:
+    """Flow Service lists: ``property`` filters, ``limit`` and ``continuationToken`` paging with ``_links.next``
+    [SPEC listFlows, listFlowRuns]. (``AepApp.list_connections`` pages the same way and could call this.)"""
+    accept = _property_filter(request.query.get("property", []))
+    limit = _int_arg(request, "limit", 20, 1, 100)
+    token = request.arg("continuationToken")
+    try:
+        start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    except ValueError:
+        raise flow_error(400, "FLOW-1007-400", "Bad Request", "invalid continuationToken") from None
+    matched = [i for i in items if accept(i)]
+    result: dict[str, Any] = {"items": matched[start : start + limit]}
+    if request.arg("count") == "true":
+        result["count"] = len(matched)
+    if start + limit < len(matched):
+        next_token = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+        query = [f"limit={limit}", f"continuationToken={next_token}"]
+        query += [f"property={p}" for p in request.query.get("property", [])]
+        result["_links"] = {"next": {"href": f"{path}?{'&'.join(query)}"}}
+    return Response(200, result)
 
 
 class FlowRoutes:
@@ -144,9 +188,14 @@ class FlowRoutes:
         add("GET", f"{FLOW}/connections/(?P<id>[^/]+)/explore", platform(self.explore))
         add("GET", f"{FLOW}/flowSpecs", platform(self.list_flow_specs))
         add("GET", f"{FLOW}/flowSpecs/(?P<id>[^/]+)", platform(self.get_flow_spec))
-        for kind, create in (("sourceConnections", self.create_source), ("targetConnections", self.create_target),
-                             ("flows", self.create_flow)):
-            table = {"sourceConnections": "source_connections", "targetConnections": "target_connections"}.get(kind, kind)
+        for kind, create in (
+            ("sourceConnections", self.create_source),
+            ("targetConnections", self.create_target),
+            ("flows", self.create_flow),
+        ):
+            table = {"sourceConnections": "source_connections", "targetConnections": "target_connections"}.get(
+                kind, kind
+            )
             add("POST", f"{FLOW}/{kind}", platform(create))
             add("GET", f"{FLOW}/{kind}", platform(self._lister(table, kind)))
             add("GET", f"{FLOW}/{kind}/(?P<id>[^/]+)", platform(self._getter(table, kind)))
@@ -164,7 +213,7 @@ class FlowRoutes:
         with self.state as conn:
             for table in TABLES:
                 conn.execute(f"DELETE FROM {table}")
-            conn.execute("DELETE FROM datasets WHERE body LIKE '%\"createdBy\": \"sandbox-flows\"%'")
+            conn.execute('DELETE FROM datasets WHERE body LIKE \'%"createdBy": "sandbox-flows"%\'')
 
     def setting(self, name: str, default: Any) -> Any:
         return (self.app.faults.extra or {}).get(name, default)
@@ -200,35 +249,23 @@ class FlowRoutes:
         now, version = _now_ms(), new_id()
         client = request.headers["x-api-key"]
         return {
-            "id": new_id(), "createdAt": now, "updatedAt": now, "createdBy": f"{client}@AdobeID",
-            "updatedBy": f"{client}@AdobeID", "createdClient": client, "updatedClient": client,
-            "sandboxName": request.headers["x-sandbox-name"], "imsOrgId": request.headers["x-gw-ims-org-id"],
-            "name": name, "state": "enabled", "version": version, "etag": f'"{version}"',
+            "id": new_id(),
+            "createdAt": now,
+            "updatedAt": now,
+            "createdBy": f"{client}@AdobeID",
+            "updatedBy": f"{client}@AdobeID",
+            "createdClient": client,
+            "updatedClient": client,
+            "sandboxName": request.headers["x-sandbox-name"],
+            "imsOrgId": request.headers["x-gw-ims-org-id"],
+            "name": name,
+            "state": "enabled",
+            "version": version,
+            "etag": f'"{version}"',
         }
 
-    @staticmethod
-    def _page(request: Request, items: list[dict[str, Any]], path: str) -> Response:
-        """``limit`` and ``continuationToken`` paging with ``_links.next`` [SPEC listFlows, listFlowRuns]."""
-        accept = _property_filter(request.query.get("property", []))
-        limit = _int_arg(request, "limit", 20, 1, 100)
-        token = request.arg("continuationToken")
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
-        except ValueError:
-            raise flow_error(400, "FLOW-1007-400", "Bad Request", "invalid continuationToken") from None
-        matched = [i for i in items if accept(i)]
-        result: dict[str, Any] = {"items": matched[start : start + limit]}
-        if request.arg("count") == "true":
-            result["count"] = len(matched)
-        if start + limit < len(matched):
-            next_token = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
-            query = [f"limit={limit}", f"continuationToken={next_token}"]
-            query += [f"property={p}" for p in request.query.get("property", [])]
-            result["_links"] = {"next": {"href": f"{path}?{'&'.join(query)}"}}
-        return Response(200, result)
-
     def _lister(self, table: str, kind: str):
-        return lambda request: self._page(request, self._all(table), f"{FLOW}/{kind}")
+        return lambda request: continuation_page(request, self._all(table), f"{FLOW}/{kind}")
 
     def _getter(self, table: str, kind: str):
         def get(request: Request) -> Response:
@@ -258,7 +295,9 @@ class FlowRoutes:
             ]
             return Response(200, {"items": tables} if self.setting("explore_wrapped", False) else tables)
         if kind != "table":
-            raise flow_error(400, "FLOW-1011-400", "Bad Request", f"objectType {request.arg('objectType')!r} is not supported")
+            raise flow_error(
+                400, "FLOW-1011-400", "Bad Request", f"objectType {request.arg('objectType')!r} is not supported"
+            )
         path = request.arg("object") or ""
         name = path.split(".", 1)[1] if path.startswith("Hubspot.") else None
         if name not in HUBSPOT_TABLES:
@@ -276,8 +315,15 @@ class FlowRoutes:
     def _flow_spec(self) -> dict[str, Any]:
         if not self.setting("flow_spec_transformations_as_list", False):
             return CRM_FLOW_SPEC
-        copy = {"name": "Copy", "spec": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                                         "properties": {"deltaColumn": {"type": "object"}}, "required": ["deltaColumn"]}}
+        copy = {
+            "name": "Copy",
+            "spec": {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object",
+                "properties": {"deltaColumn": {"type": "object"}},
+                "required": ["deltaColumn"],
+            },
+        }
         return {**CRM_FLOW_SPEC, "transformationSpecs": [copy, CRM_FLOW_SPEC["transformationSpecs"]]}
 
     def list_flow_specs(self, request: Request) -> Response:
@@ -309,8 +355,11 @@ class FlowRoutes:
         if problems:
             raise flow_error(400, "FLOW-1005-400", "Bad Request", "; ".join(problems))
         stored = {
-            **self._audit(request, body["name"]), "description": body.get("description", ""),
-            "baseConnectionId": body["baseConnectionId"], "data": body["data"], "params": body["params"],
+            **self._audit(request, body["name"]),
+            "description": body.get("description", ""),
+            "baseConnectionId": body["baseConnectionId"],
+            "data": body["data"],
+            "params": body["params"],
             "connectionSpec": {"id": spec["id"], "version": spec.get("version", "1.0")},
         }
         self._insert("source_connections", stored)
@@ -337,9 +386,15 @@ class FlowRoutes:
         dataset_id = new_id().replace("-", "")[:24]
         now = _now_ms()
         stored = {
-            "name": body["name"], "schemaRef": body["schemaRef"], "imsOrg": request.headers["x-gw-ims-org-id"],
-            "created": now, "updated": now, "createdClient": request.headers["x-api-key"],
-            "createdUser": "sandbox-flows", "createdBy": "sandbox-flows", "version": "1.0.0",
+            "name": body["name"],
+            "schemaRef": body["schemaRef"],
+            "imsOrg": request.headers["x-gw-ims-org-id"],
+            "created": now,
+            "updated": now,
+            "createdClient": request.headers["x-api-key"],
+            "createdUser": "sandbox-flows",
+            "createdBy": "sandbox-flows",
+            "version": "1.0.0",
             "tags": body.get("tags") or {},
         }
         with self.state as conn:
@@ -377,8 +432,10 @@ class FlowRoutes:
         if problems:
             raise flow_error(400, "FLOW-1005-400", "Bad Request", "; ".join(problems))
         stored = {
-            **self._audit(request, body.get("name") or "Target connection"), "description": body.get("description", ""),
-            "data": body["data"], "params": body["params"],
+            **self._audit(request, body.get("name") or "Target connection"),
+            "description": body.get("description", ""),
+            "data": body["data"],
+            "params": body["params"],
             "connectionSpec": {"id": spec["id"], "version": spec.get("version", "1.0")},
         }
         self._insert("target_connections", stored)
@@ -403,8 +460,15 @@ class FlowRoutes:
             if destination in destinations:
                 problems.append(f"mappings[{number}]: destination {destination!r} is mapped twice")
             destinations.add(destination)
-            mappings.append({"id": new_id().replace("-", ""), "sourceType": row.get("sourceType", "ATTRIBUTE"),
-                             "source": source, "destination": destination, "name": row.get("name") or destination})
+            mappings.append(
+                {
+                    "id": new_id().replace("-", ""),
+                    "sourceType": row.get("sourceType", "ATTRIBUTE"),
+                    "source": source,
+                    "destination": destination,
+                    "name": row.get("name") or destination,
+                }
+            )
         if not mappings and not problems:
             problems.append("mappings must hold at least one mapping")
         if problems:
@@ -412,13 +476,22 @@ class FlowRoutes:
         now = _iso(_now_ms())
         client = request.headers["x-api-key"]
         stored = {
-            "id": new_id().replace("-", ""), "version": 0, "name": body.get("name") or "", "createdDate": now,
-            "modifiedDate": now, "createdBy": client, "modifiedBy": client,
-            "outputSchema": {"schemaRef": {"id": schema_id, "contentType": "application/vnd.adobe.xed-full+json;version=1"}},
+            "id": new_id().replace("-", ""),
+            "version": 0,
+            "name": body.get("name") or "",
+            "createdDate": now,
+            "modifiedDate": now,
+            "createdBy": client,
+            "modifiedBy": client,
+            "outputSchema": {
+                "schemaRef": {"id": schema_id, "contentType": "application/vnd.adobe.xed-full+json;version=1"}
+            },
             "mappings": mappings,
         }
         self._insert("mapping_sets", stored)
-        return Response(200, {k: stored[k] for k in ("id", "version", "createdDate", "modifiedDate", "createdBy", "modifiedBy")})
+        return Response(
+            200, {k: stored[k] for k in ("id", "version", "createdDate", "modifiedDate", "createdBy", "modifiedBy")}
+        )
 
     def list_mapping_sets(self, request: Request) -> Response:
         """``{data, _page: {count, limit}, _links}``, filtered by ``name``, paged by ``start``/``limit`` [SPEC]."""
@@ -460,8 +533,11 @@ class FlowRoutes:
             problems.append("scheduleParams.interval must be a non-zero integer")
         if frequency == "minute" and interval is not None and 0 < interval < 15:
             problems.append("scheduleParams.interval must be at least 15 when frequency is minute")
-        schedule = {"startTime": params.get("startTime"), "frequency": frequency,
-                    "backfill": bool(params.get("backfill", True))}
+        schedule = {
+            "startTime": params.get("startTime"),
+            "frequency": frequency,
+            "backfill": bool(params.get("backfill", True)),
+        }
         if interval is not None and frequency != "once":
             schedule["interval"] = str(interval)
         return schedule, problems
@@ -476,8 +552,9 @@ class FlowRoutes:
             problems.append("sourceConnectionIds must name one existing source connection")
         if len(targets) != 1 or self._stored("target_connections", targets[0]) is None:
             problems.append("targetConnectionIds must name one existing target connection")
-        transformations = {t.get("name"): t.get("params") or {} for t in body.get("transformations") or []
-                           if isinstance(t, dict)}
+        transformations = {
+            t.get("name"): t.get("params") or {} for t in body.get("transformations") or [] if isinstance(t, dict)
+        }
         if not ((transformations.get("Copy") or {}).get("deltaColumn") or {}).get("name"):
             problems.append("CRM sources need a Copy transformation with params.deltaColumn.name")
         mapping_id = (transformations.get("Mapping") or {}).get("mappingId")
@@ -491,18 +568,29 @@ class FlowRoutes:
         target = self._stored("target_connections", targets[0])
         base = self._base_connection(source["baseConnectionId"])
         stored = {
-            **self._audit(request, body["name"]), "description": body.get("description", ""),
-            "flowSpec": {"id": CRM_FLOW_SPEC_ID, "version": "1.0"}, "sourceConnectionIds": sources,
-            "targetConnectionIds": targets, "transformations": body["transformations"], "scheduleParams": schedule,
+            **self._audit(request, body["name"]),
+            "description": body.get("description", ""),
+            "flowSpec": {"id": CRM_FLOW_SPEC_ID, "version": "1.0"},
+            "sourceConnectionIds": sources,
+            "targetConnectionIds": targets,
+            "transformations": body["transformations"],
+            "scheduleParams": schedule,
             "inheritedAttributes": {
-                "sourceConnections": [{"id": source["id"], "connectionSpec": source["connectionSpec"],
-                                       "baseConnection": {"id": base["id"], "connectionSpec": base["connectionSpec"]}}],
+                "sourceConnections": [
+                    {
+                        "id": source["id"],
+                        "connectionSpec": source["connectionSpec"],
+                        "baseConnection": {"id": base["id"], "connectionSpec": base["connectionSpec"]},
+                    }
+                ],
                 "targetConnections": [{"id": target["id"], "connectionSpec": target["connectionSpec"]}],
             },
         }
         stored["runs"] = f"/runs?property=flowId=={stored['id']}"
         self._insert("flows", stored)
-        return Response(201, {"id": stored["id"], "etag": stored["etag"]}, headers={"Location": f"{FLOW}/flows/{stored['id']}"})
+        return Response(
+            201, {"id": stored["id"], "etag": stored["etag"]}, headers={"Location": f"{FLOW}/flows/{stored['id']}"}
+        )
 
     # --- runs [MONITOR] [SPEC listFlowRuns, createFlowRun] ---------------------------------------------
     def _schedule_runs(self) -> None:
@@ -519,13 +607,17 @@ class FlowRoutes:
             known = {r["slot"] for r in self.state.query("SELECT slot FROM flow_runs WHERE flow_id = ?", (flow["id"],))}
             for slot in range(max(0, last - 9), last + 1):
                 if slot not in known:  # the newest slot starts now: it is seen in progress first
-                    self._new_run(flow["id"], slot, now if slot == last else start + slot * step * int(schedule["interval"]))
+                    self._new_run(
+                        flow["id"], slot, now if slot == last else start + slot * step * int(schedule["interval"])
+                    )
 
     def _new_run(self, flow_id: str, slot: int, started: float) -> str:
         run_id = new_id()
         with self.state as conn:
-            conn.execute("INSERT INTO flow_runs (id, flow_id, slot, started, fail) VALUES (?, ?, ?, ?, ?)",
-                         (run_id, flow_id, slot, started, 1 if self._take_failure() else 0))
+            conn.execute(
+                "INSERT INTO flow_runs (id, flow_id, slot, started, fail) VALUES (?, ?, ?, ?, ?)",
+                (run_id, flow_id, slot, started, 1 if self._take_failure() else 0),
+            )
         return run_id
 
     def _run_view(self, row, flows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -540,9 +632,13 @@ class FlowRoutes:
             metrics["statusSummary"] = {"status": "inProgress"}
             activity_status = {"status": "inProgress"}
         elif row["fail"]:
-            errors = [{"code": "CONNECTOR-1001-500",
-                       "message": "Copy activity failed: the source answered 401 Unauthorized for the table "
-                                  f"{path} (the HubSpot OAuth token was revoked)."}]
+            errors = [
+                {
+                    "code": "CONNECTOR-1001-500",
+                    "message": "Copy activity failed: the source answered 401 Unauthorized for the table "
+                    f"{path} (the HubSpot OAuth token was revoked).",
+                }
+            ]
             metrics["durationSummary"]["completedAtUTC"] = started_ms + 1000
             metrics["recordSummary"] = {"inputRecordCount": 0, "outputRecordCount": 0, "failedRecordCount": 0}
             metrics["statusSummary"] = {"status": "failed", "errors": errors}
@@ -550,17 +646,33 @@ class FlowRoutes:
         else:
             total, failed = TABLE_ROWS[path], FAILED_ROWS[path]
             metrics["durationSummary"]["completedAtUTC"] = started_ms + 1000
-            metrics["recordSummary"] = {"inputRecordCount": total, "createdRecordCount": total - failed,
-                                        "outputRecordCount": total - failed, "failedRecordCount": failed}
+            metrics["recordSummary"] = {
+                "inputRecordCount": total,
+                "createdRecordCount": total - failed,
+                "outputRecordCount": total - failed,
+                "failedRecordCount": failed,
+            }
             metrics["sizeSummary"] = {"inputBytes": total * 200, "outputBytes": (total - failed) * 180}
             metrics["statusSummary"] = {"status": "success"}
             activity_status = {"status": "success"}
         return {
-            "id": row["id"], "createdAt": started_ms, "updatedAt": started_ms, "flowId": row["flow_id"],
-            "flowSpec": flow["flowSpec"], "etag": f'"{row["id"]}"', "imsOrgId": flow["imsOrgId"],
-            "sandboxName": flow["sandboxName"], "metrics": metrics,
-            "activities": [{"id": "copyActivity", "name": "Copy", "durationSummary": metrics["durationSummary"],
-                            "statusSummary": activity_status}],
+            "id": row["id"],
+            "createdAt": started_ms,
+            "updatedAt": started_ms,
+            "flowId": row["flow_id"],
+            "flowSpec": flow["flowSpec"],
+            "etag": f'"{row["id"]}"',
+            "imsOrgId": flow["imsOrgId"],
+            "sandboxName": flow["sandboxName"],
+            "metrics": metrics,
+            "activities": [
+                {
+                    "id": "copyActivity",
+                    "name": "Copy",
+                    "durationSummary": metrics["durationSummary"],
+                    "statusSummary": activity_status,
+                }
+            ],
         }
 
     def _runs(self) -> list[dict[str, Any]]:
@@ -570,7 +682,7 @@ class FlowRoutes:
         return [self._run_view(row, flows) for row in rows if row["flow_id"] in flows]
 
     def list_runs(self, request: Request) -> Response:
-        return self._page(request, self._runs(), f"{FLOW}/runs")
+        return continuation_page(request, self._runs(), f"{FLOW}/runs")
 
     def get_run(self, request: Request) -> Response:
         found = next((r for r in self._runs() if r["id"] == request.params["id"]), None)
@@ -585,10 +697,16 @@ class FlowRoutes:
         if flow is None:
             raise flow_error(400, "FLOW-1005-400", "Bad Request", f"flowId {body.get('flowId')!r} is not a known flow")
         if flow["scheduleParams"]["frequency"] != "once":
-            raise flow_error(400, "FLOW-1013-400", "Bad Request",
-                             "a run can be created only for a flow scheduled for one-time ingestion")
-        slot = 1 + max((r["slot"] for r in self.state.query("SELECT slot FROM flow_runs WHERE flow_id = ?",
-                                                             (flow["id"],))), default=0)
+            raise flow_error(
+                400,
+                "FLOW-1013-400",
+                "Bad Request",
+                "a run can be created only for a flow scheduled for one-time ingestion",
+            )
+        slot = 1 + max(
+            (r["slot"] for r in self.state.query("SELECT slot FROM flow_runs WHERE flow_id = ?", (flow["id"],))),
+            default=0,
+        )
         run_id = self._new_run(flow["id"], slot, time.time())
         return Response(201, {"id": run_id, "etag": f'"{run_id}"'})
 

@@ -94,7 +94,15 @@ class IngestConfig:
         return f"{self.resource_name('mapping', obj)} {digest}"
 
 
-_OBJECT_KEYS = {"path", "schema_id", "dataset_id", "dataset_name", "delta_column", "delta_date_format", "delta_timezone"}
+_OBJECT_KEYS = {
+    "path",
+    "schema_id",
+    "dataset_id",
+    "dataset_name",
+    "delta_column",
+    "delta_date_format",
+    "delta_timezone",
+}
 _TOP_KEYS = {"objects", "mapping_file", "name_prefix", "schedule", "preview_rows", "flow", "runs"}
 
 
@@ -125,7 +133,9 @@ def load_mappings(path: str | os.PathLike) -> dict[str, tuple[tuple[str, str], .
     mappings: dict[str, tuple[tuple[str, str], ...]] = {}
     for object_path, rows in raw["objects"].items():
         if not isinstance(rows, list) or not rows:
-            raise ConfigurationError(f"{path}: objects.{object_path} must be a non-empty list of {{source, destination}}")
+            raise ConfigurationError(
+                f"{path}: objects.{object_path} must be a non-empty list of {{source, destination}}"
+            )
         pairs, targets = [], set()
         for number, row in enumerate(rows):
             where = f"{path}: objects.{object_path}[{number}]"
@@ -295,7 +305,12 @@ def schedule_params(config: IngestConfig, now: float) -> dict[str, Any]:
 
 
 def flow_body(
-    name: str, obj: IngestObject, source_id: str, target_id: str, mapping_id: str, mapping_version: int | str,
+    name: str,
+    obj: IngestObject,
+    source_id: str,
+    target_id: str,
+    mapping_id: str,
+    mapping_version: int | str,
     schedule: dict[str, Any],
 ) -> dict[str, Any]:
     """[COLLECT] ``POST /flows``: CRM sources take a Copy transformation with ``deltaColumn`` and a Mapping one."""
@@ -359,7 +374,10 @@ def explore_tables(root: Any) -> list[dict[str, Any]]:
 def table_columns(table: dict[str, Any]) -> list[dict[str, str]]:
     """[EXPLORE] ``schema.columns[{name, type, xdm: {type}}]`` → ``[{name, type}]``."""
     columns = ((table.get("schema") or {}).get("columns")) or []
-    return [{"name": str(c.get("name")), "type": str(c.get("type") or (c.get("xdm") or {}).get("type") or "")} for c in columns]
+    return [
+        {"name": str(c.get("name")), "type": str(c.get("type") or (c.get("xdm") or {}).get("type") or "")}
+        for c in columns
+    ]
 
 
 def preview_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
@@ -451,11 +469,14 @@ def run_errors(run: dict[str, Any]) -> list[dict[str, str]]:
     ``statusSummary.errors`` [MONITOR] (``activites``, the spec's spelling, is read too)."""
     found = []
     summaries = [((run.get("metrics") or {}).get("statusSummary") or {})]
-    for activity in (run.get("activities") or run.get("activites") or []):
+    for activity in run.get("activities") or run.get("activites") or []:
         summaries.append((activity or {}).get("statusSummary") or {})
     for summary in summaries:
         for error in summary.get("errors") or []:
-            entry = {"code": str(error.get("code", "?")), "message": str(error.get("message") or error.get("msg") or "")}
+            entry = {
+                "code": str(error.get("code", "?")),
+                "message": str(error.get("message") or error.get("msg") or ""),
+            }
             if entry not in found:
                 found.append(entry)
     return found

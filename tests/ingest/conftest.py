@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sandbox import connections
-from sandbox_process import start_sandbox
-
 from audience_sync.clients.aep import AepClient
 from audience_sync.clients.flow_service import FlowServiceClient
 from audience_sync.hooks.aep import AepHook
 from audience_sync.operators.aep import hubspot_connection_payload
+from sandbox import connections
+from sandbox_process import start_sandbox
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from audience_sync import ingest
 from audience_sync.errors import ConfigurationError
 from audience_sync.hooks.base import ApiError
@@ -22,11 +21,18 @@ def make_chain(client, base_connection, frequency="hour", interval=1):
     dataset = ingest.dataset_id_from_created(client.create_dataset(ingest.dataset_body(CONTACTS)))
     target = client.create_target_connection(ingest.target_connection_body("tgt", CONTACTS, dataset))["id"]
     mapping = client.create_mapping_set(ingest.mapping_set_body("map", CONTACTS, PAIRS))["id"]
-    config = ingest.IngestConfig(objects=(CONTACTS,), mappings={CONTACTS.path: PAIRS}, frequency=frequency,
-                                 interval=interval)
+    config = ingest.IngestConfig(
+        objects=(CONTACTS,), mappings={CONTACTS.path: PAIRS}, frequency=frequency, interval=interval
+    )
     body = ingest.flow_body("flow", CONTACTS, source, target, mapping, 0, ingest.schedule_params(config, time.time()))
-    return {"source": source, "dataset": dataset, "target": target, "mapping": mapping,
-            "flow": client.create_flow(body)["id"], "body": body}
+    return {
+        "source": source,
+        "dataset": dataset,
+        "target": target,
+        "mapping": mapping,
+        "flow": client.create_flow(body)["id"],
+        "body": body,
+    }
 
 
 def wait_for_runs(client, flow_id, timeout=10.0):
@@ -63,7 +69,10 @@ def test_flow_spec_in_the_specs_object_form_and_the_docs_array_form(aep, client)
     assert client.get_flow_spec(ingest.CRM_FLOW_SPEC_ID)["transformationSpecs"]["name"] == "Mapping"
     aep.set_faults(extra={"flow_spec_transformations_as_list": True})
     spec = client.get_flow_spec(ingest.CRM_FLOW_SPEC_ID)
-    assert spec["id"] == ingest.CRM_FLOW_SPEC_ID and [t["name"] for t in spec["transformationSpecs"]] == ["Copy", "Mapping"]
+    assert spec["id"] == ingest.CRM_FLOW_SPEC_ID and [t["name"] for t in spec["transformationSpecs"]] == [
+        "Copy",
+        "Mapping",
+    ]
 
 
 def test_explore_errors_name_the_problem(client, base_connection):
@@ -127,7 +136,11 @@ def test_refused_bodies_answer_adobes_error_format(client, base_connection):
     assert error.value.status == 400 and "schemaRef.id" in error.value.message
     assert client.get_dataset("0000nosuchdataset") is None
     chain = make_chain(client, base_connection)
-    every_minute = {**chain["body"], "name": "fast", "scheduleParams": {"startTime": 1, "frequency": "minute", "interval": 5}}
+    every_minute = {
+        **chain["body"],
+        "name": "fast",
+        "scheduleParams": {"startTime": 1, "frequency": "minute", "interval": 5},
+    }
     with pytest.raises(ApiError) as error:
         client.create_flow(every_minute)
     assert "at least 15" in error.value.message
@@ -135,13 +148,29 @@ def test_refused_bodies_answer_adobes_error_format(client, base_connection):
 
 def test_the_tutorials_numeric_interval_and_mapping_field_names_are_taken(client, base_connection):
     chain = make_chain(client, base_connection)
-    tutorial_mapping = {"version": 0, "xdmSchema": SCHEMA, "xdmVersion": "1.0", "id": None, "mappings": [
-        {"destinationXdmPath": "personalEmail.address", "sourceAttribute": "Properties_Email_Value",
-         "identity": False, "version": 0}]}
+    tutorial_mapping = {
+        "version": 0,
+        "xdmSchema": SCHEMA,
+        "xdmVersion": "1.0",
+        "id": None,
+        "mappings": [
+            {
+                "destinationXdmPath": "personalEmail.address",
+                "sourceAttribute": "Properties_Email_Value",
+                "identity": False,
+                "version": 0,
+            }
+        ],
+    }
     mapping = client.create_mapping_set(tutorial_mapping)["id"]
-    assert ingest.mapping_pairs(client.get_mapping_set(mapping)) == {("Properties_Email_Value", "personalEmail.address")}
-    body = {**chain["body"], "name": "numeric", "scheduleParams": {"startTime": 2_000_000_000, "frequency": "day",
-                                                                   "interval": 2}}
+    assert ingest.mapping_pairs(client.get_mapping_set(mapping)) == {
+        ("Properties_Email_Value", "personalEmail.address")
+    }
+    body = {
+        **chain["body"],
+        "name": "numeric",
+        "scheduleParams": {"startTime": 2_000_000_000, "frequency": "day", "interval": 2},
+    }
     flow = client.get_flow(client.create_flow(body)["id"])
     assert flow["scheduleParams"]["interval"] == "2"
     assert client.list_runs(flow["id"]) == []  # its start time is in the future
@@ -149,8 +178,12 @@ def test_the_tutorials_numeric_interval_and_mapping_field_names_are_taken(client
 
 def test_an_existing_resource_that_differs_stops_the_chain(client, base_connection):
     """A dataset of the configured name on another schema is never reused nor duplicated."""
-    client.create_dataset({"name": CONTACTS.dataset_name,
-                           "schemaRef": {"id": "https://ns.adobe.com/sandboxtenant/schemas/other", "contentType": "x"}})
+    client.create_dataset(
+        {
+            "name": CONTACTS.dataset_name,
+            "schemaRef": {"id": "https://ns.adobe.com/sandboxtenant/schemas/other", "contentType": "x"},
+        }
+    )
     operator = EnsureDataflowsOperator(task_id="ensure", base_connection_id=base_connection)
     operator.config = ingest.IngestConfig(objects=(CONTACTS,), mappings={CONTACTS.path: PAIRS})
     with pytest.raises(ConfigurationError, match="its schema is"):
@@ -191,3 +224,18 @@ def test_explore_fails_naming_the_tables_when_a_configured_one_is_missing(client
         operator.execute({})
     with pytest.raises(ConfigurationError, match="no connection id"):
         ExploreHubSpotOperator(task_id="e", base_connection_id="None", output_dir=str(tmp_path)).execute({})
+
+
+def test_lists_page_with_continuation_tokens(client, base_connection):
+    ids = [
+        client.create_source_connection(ingest.source_connection_body(f"s{n}", base_connection, CONTACTS))["id"]
+        for n in range(5)
+    ]
+    pages = client.hook.request_json("GET", "data/foundation/flowservice/sourceConnections", params={"limit": 2})
+    assert len(pages["items"]) == 2 and "continuationToken=" in pages["_links"]["next"]["href"]
+    found = client.hook.paginate(
+        "data/foundation/flowservice/sourceConnections",
+        ("items",),
+        {"limit": 2, "property": f"baseConnectionId=={base_connection}"},
+    )
+    assert [s["id"] for s in found] == ids

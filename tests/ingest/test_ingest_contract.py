@@ -8,13 +8,12 @@ import time
 
 import pytest
 import yaml
-from contracts.test_aep_openapi_contract import GATEWAY, SPECS, _string_keys, recorded, validate  # noqa: F401
-from openapi_core import Config, OpenAPI
-
 from audience_sync import ingest
 from audience_sync.clients.aep import AepClient
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
+from contracts.test_aep_openapi_contract import GATEWAY, SPECS, _string_keys, recorded, validate  # noqa: F401
+from openapi_core import Config, OpenAPI
 
 # base path → spec (each spec's server is https://platform.adobe.io/<base path>)
 INGEST_BASES = {
@@ -66,9 +65,13 @@ def table_preview_is_the_tutorials_shape(problem: str) -> bool:
 def test_every_ingest_call_and_sandbox_answer_follows_adobes_specs(aep, client, recorded, specs):  # noqa: F811
     aep.set_faults(extra={"flow_run_seconds": 0.2})
     params = {"clientId": "c", "clientSecret": "s", "accessToken": "a", "refreshToken": "r"}
-    base = AepClient(AepHook()).create_connection({
-        "name": "contract", "auth": {"specName": "Basic Authentication", "params": params},
-        "connectionSpec": {"id": ingest.HUBSPOT_CONNECTION_SPEC_ID, "version": "1.0"}})["id"]
+    base = AepClient(AepHook()).create_connection(
+        {
+            "name": "contract",
+            "auth": {"specName": "Basic Authentication", "params": params},
+            "connectionSpec": {"id": ingest.HUBSPOT_CONNECTION_SPEC_ID, "version": "1.0"},
+        }
+    )["id"]
     recorded.clear()
     assert len(ingest.explore_tables(client.explore_root(base))) == 3
     client.explore_table(base, CONTACTS.path)
@@ -99,10 +102,16 @@ def test_every_ingest_call_and_sandbox_answer_follows_adobes_specs(aep, client, 
     assert [p for p in problems if p not in gaps] == []
     assert len(gaps) == 1  # only the TABLE answer: the ROOT listing validated
     operations = {key.split("?")[0] for key in seen}
-    assert {f"POST /data/foundation/flowservice/{kind}" for kind in ("sourceConnections", "targetConnections", "flows",
-                                                                      "runs")} <= operations
-    assert {"POST /data/foundation/catalog/dataSets", "POST /data/foundation/conversion/mappingSets",
-            "GET /data/foundation/flowservice/runs", f"GET /data/foundation/catalog/dataSets/{dataset}"} <= operations
+    assert {
+        f"POST /data/foundation/flowservice/{kind}"
+        for kind in ("sourceConnections", "targetConnections", "flows", "runs")
+    } <= operations
+    assert {
+        "POST /data/foundation/catalog/dataSets",
+        "POST /data/foundation/conversion/mappingSets",
+        "GET /data/foundation/flowservice/runs",
+        f"GET /data/foundation/catalog/dataSets/{dataset}",
+    } <= operations
 
 
 def test_the_validator_catches_a_flow_body_off_the_spec(specs):
@@ -111,13 +120,26 @@ def test_the_validator_catches_a_flow_body_off_the_spec(specs):
     import requests
     from contracts.test_aep_openapi_contract import Call
 
-    headers = {"Authorization": "Bearer t", "x-api-key": "k", "x-gw-ims-org-id": "o", "x-sandbox-name": "prod",
-               "Content-Type": "application/json"}
+    headers = {
+        "Authorization": "Bearer t",
+        "x-api-key": "k",
+        "x-gw-ims-org-id": "o",
+        "x-sandbox-name": "prod",
+        "Content-Type": "application/json",
+    }
     body = ingest.flow_body("f", CONTACTS, "s", "t", "m", 0, {"startTime": 1, "frequency": "hour", "interval": 1})
-    flow = requests.Request("POST", f"{GATEWAY}/data/foundation/flowservice/flows", json=body, headers=headers).prepare()
-    dataset = requests.Request("POST", f"{GATEWAY}/data/foundation/catalog/dataSets", json={"name": "d"},
-                               headers=headers).prepare()
-    problems, _ = validate(specs, [Call(flow, 201, "application/json", {}, b'{"id": "f", "etag": "e"}'),
-                                   Call(dataset, 201, "application/json", {}, b'{"id": "d"}')])
+    flow = requests.Request(
+        "POST", f"{GATEWAY}/data/foundation/flowservice/flows", json=body, headers=headers
+    ).prepare()
+    dataset = requests.Request(
+        "POST", f"{GATEWAY}/data/foundation/catalog/dataSets", json={"name": "d"}, headers=headers
+    ).prepare()
+    problems, _ = validate(
+        specs,
+        [
+            Call(flow, 201, "application/json", {}, b'{"id": "f", "etag": "e"}'),
+            Call(dataset, 201, "application/json", {}, b'{"id": "d"}'),
+        ],
+    )
     assert any(p.startswith("request POST /data/foundation/flowservice/flows") for p in problems), problems
     assert any(p.startswith("response POST /data/foundation/catalog/dataSets") for p in problems), problems

@@ -10,10 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from audience_sync import storage
 from sandbox import connections
 from sandbox_process import start_sandbox
-
-from audience_sync import storage
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "hubspot_to_aep_ingest"
@@ -30,7 +29,9 @@ def world(tmp_path, monkeypatch, airflow_db):
         servers[name] = start_sandbox(name, folder)
     servers["aep"].set_faults(extra={"flow_run_seconds": 1.0})
     monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connections.aep_connection(servers["aep"].url))
-    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection_form(servers["hubspot"].url, "oauth"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection_form(servers["hubspot"].url, "oauth")
+    )
     config = yaml.safe_load((ROOT / "include" / "ingest_config.yaml").read_text())
     config["runs"].update(poll_seconds=0.3, timeout_seconds=60)
     path = tmp_path / "ingest_config.yaml"
@@ -85,7 +86,9 @@ def test_first_run_creates_the_chain_once_the_second_creates_nothing_and_reports
     runs = {r["flow_id"]: r for r in results["flow_runs"]["runs"]}
     assert len(runs) == 2 and all(r["status"] == "success" for r in runs.values())
     assert sorted((r["records_read"], r["records_ingested"], r["records_failed"]) for r in runs.values()) == [
-        (40, 40, 0), (120, 118, 2)]
+        (40, 40, 0),
+        (120, 118, 2),
+    ]
     assert storage.read_json(results["flow_runs"]["report_file"])["totals"]["records_ingested"] == 158
 
     before = len(writes(world["aep"]))
@@ -121,7 +124,9 @@ def test_a_failed_run_fails_the_dag_with_adobes_error(world, capsys):
 
 
 def test_without_an_oauth_app_the_dag_fails_saying_why(world, monkeypatch, capsys):
-    monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection_form(world["hubspot"].url, "token"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection_form(world["hubspot"].url, "token")
+    )
     dag_run, results = run_dag(retries=False)
     assert str(dag_run.state) == "failed"
     assert results["connect"]["skipped"] and results["connect"]["connection_id"] is None

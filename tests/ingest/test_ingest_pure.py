@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from audience_sync import ingest
 from audience_sync.errors import ConfigurationError, PermanentError
 
-CONTACTS = ingest.IngestObject("Hubspot.Contacts", "https://ns.adobe.com/t/schemas/c", None, "HubSpot contacts",
-                               "Updated_At")
+CONTACTS = ingest.IngestObject(
+    "Hubspot.Contacts", "https://ns.adobe.com/t/schemas/c", None, "HubSpot contacts", "Updated_At"
+)
 
 
 def write_config(tmp_path, mapping_rows=None, **overrides):
     mapping = tmp_path / "map.yaml"
-    mapping.write_text(yaml.safe_dump({"version": 1, "objects": {"Hubspot.Contacts": mapping_rows or [
-        {"source": "Properties_Email_Value", "destination": "personalEmail.address"}]}}))
-    config = {"mapping_file": str(mapping), "objects": [{"path": "Hubspot.Contacts", "schema_id": CONTACTS.schema_id,
-                                                        "delta_column": "Updated_At"}], **overrides}
+    mapping.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "objects": {
+                    "Hubspot.Contacts": mapping_rows
+                    or [{"source": "Properties_Email_Value", "destination": "personalEmail.address"}]
+                },
+            }
+        )
+    )
+    config = {
+        "mapping_file": str(mapping),
+        "objects": [{"path": "Hubspot.Contacts", "schema_id": CONTACTS.schema_id, "delta_column": "Updated_At"}],
+        **overrides,
+    }
     path = tmp_path / "ingest.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -64,10 +76,17 @@ def test_mapping_set_name_changes_with_its_rows(tmp_path):
 
 def test_bodies_follow_the_tutorial_and_the_spec():
     assert ingest.source_connection_body("s", "base", CONTACTS)["data"] == {"format": "tabular"}
-    assert ingest.target_connection_body("t", CONTACTS, "ds")["connectionSpec"]["id"] == ingest.DATA_LAKE_CONNECTION_SPEC_ID
+    assert (
+        ingest.target_connection_body("t", CONTACTS, "ds")["connectionSpec"]["id"]
+        == ingest.DATA_LAKE_CONNECTION_SPEC_ID
+    )
     config = ingest.IngestConfig(objects=(CONTACTS,), mappings={}, frequency="minute", interval=15)
     assert ingest.schedule_params(config, 1_700_000_000.7) == {
-        "startTime": 1_700_000_000, "frequency": "minute", "interval": "15", "backfill": True}
+        "startTime": 1_700_000_000,
+        "frequency": "minute",
+        "interval": "15",
+        "backfill": True,
+    }
     once = ingest.IngestConfig(objects=(CONTACTS,), mappings={}, frequency="once", start_time=5)
     assert ingest.schedule_params(once, 0) == {"startTime": 5, "frequency": "once", "backfill": True}
     flow = ingest.flow_body("f", CONTACTS, "s", "t", "m", 0, {})
@@ -84,8 +103,12 @@ def test_catalog_answer_gives_the_dataset_id():
 def test_flow_differences_name_each_difference():
     wanted = ingest.flow_body("f", CONTACTS, "s", "t", "m", 0, {})
     assert ingest.flow_differences({**wanted, "state": "enabled"}, wanted) == []
-    other = {**wanted, "sourceConnectionIds": ["x"], "state": "disabled",
-             "transformations": [{"name": "Mapping", "params": {"mappingId": "old"}}]}
+    other = {
+        **wanted,
+        "sourceConnectionIds": ["x"],
+        "state": "disabled",
+        "transformations": [{"name": "Mapping", "params": {"mappingId": "old"}}],
+    }
     problems = ingest.flow_differences(other, wanted)
     assert any("sourceConnectionIds" in p for p in problems) and any("'old'" in p for p in problems)
     assert any("disabled" in p for p in problems)
@@ -93,17 +116,25 @@ def test_flow_differences_name_each_difference():
 
 def test_preview_log_line_has_no_values():
     table = {"schema": {"columns": [{"name": "Email", "type": "string"}]}, "data": [{"Email": "a@b.example"}]}
-    preview = ingest.TablePreview("Hubspot.Contacts", ingest.table_columns(table), len(ingest.preview_rows(table)), None)
+    preview = ingest.TablePreview(
+        "Hubspot.Contacts", ingest.table_columns(table), len(ingest.preview_rows(table)), None
+    )
     assert preview.log_line() == "Hubspot.Contacts: 1 column(s), 1 preview row(s): Email (string)"
     assert ingest.ExploreResult.from_xcom(ingest.ExploreResult("b", ["p"], [preview]).to_xcom()).columns(
-        "Hubspot.Contacts") == {"Email"}
+        "Hubspot.Contacts"
+    ) == {"Email"}
 
 
 def run(run_id, status, started, read=0, written=0, failed=0, errors=None):
-    return {"id": run_id, "flowId": "f", "metrics": {
-        "durationSummary": {"startedAtUTC": started},
-        "recordSummary": {"inputRecordCount": read, "outputRecordCount": written, "failedRecordCount": failed},
-        "statusSummary": {"status": status, **({"errors": errors} if errors else {})}}}
+    return {
+        "id": run_id,
+        "flowId": "f",
+        "metrics": {
+            "durationSummary": {"startedAtUTC": started},
+            "recordSummary": {"inputRecordCount": read, "outputRecordCount": written, "failedRecordCount": failed},
+            "statusSummary": {"status": status, **({"errors": errors} if errors else {})},
+        },
+    }
 
 
 def test_run_summaries_and_only_the_latest_failure_counts():
@@ -119,8 +150,11 @@ def test_run_summaries_and_only_the_latest_failure_counts():
 
 
 def test_errors_are_read_from_activities_too_and_statuses_are_checked():
-    spelled = {"id": "r", "metrics": {"statusSummary": {"status": "failed"}},
-               "activites": [{"statusSummary": {"errors": [{"code": "A", "message": "from an activity"}]}}]}
+    spelled = {
+        "id": "r",
+        "metrics": {"statusSummary": {"status": "failed"}},
+        "activites": [{"statusSummary": {"errors": [{"code": "A", "message": "from an activity"}]}}],
+    }
     assert ingest.run_errors(spelled) == [{"code": "A", "message": "from an activity"}]
     assert ingest.is_active({"id": "r"}) and ingest.is_active(run("r", "inProgress", 1))
     assert not ingest.is_active(run("r", "partialSuccess", 1))

@@ -23,7 +23,9 @@ class FlowServiceClient:
     # --- explore ------------------------------------------------------------------------------------
     def explore_root(self, base_connection_id: str) -> Any:
         """``GET /connections/{id}/explore?objectType=ROOT`` (the spec's enum spelling)."""
-        return self.hook.request_json("GET", f"{FLOW}/connections/{base_connection_id}/explore", params={"objectType": "ROOT"})
+        return self.hook.request_json(
+            "GET", f"{FLOW}/connections/{base_connection_id}/explore", params={"objectType": "ROOT"}
+        )
 
     def explore_table(self, base_connection_id: str, path: str, preview: bool = True) -> dict[str, Any]:
         """``objectType=TABLE&object=<path>[&preview=true]`` → ``{format, schema: {columns}, data}``."""
@@ -64,9 +66,12 @@ class FlowServiceClient:
         """``GET /dataSets?name=<name>`` answers ``{<id>: {...}, ...}``; paged by ``start``/``limit``."""
         found, start, limit = [], 0, 50
         while True:
-            body = self.hook.request_json(
-                "GET", f"{CATALOG}/dataSets", params={"name": name, "start": start, "limit": limit}
-            ) or {}
+            body = (
+                self.hook.request_json(
+                    "GET", f"{CATALOG}/dataSets", params={"name": name, "start": start, "limit": limit}
+                )
+                or {}
+            )
             page = [{**value, "id": key} for key, value in body.items() if isinstance(value, dict)]
             found += [d for d in page if d.get("name") == name]
             if len(page) < limit:
@@ -106,6 +111,8 @@ class FlowServiceClient:
 
     def create_run(self, flow_id: str, start_time_ms: int) -> dict[str, Any]:
         """``POST /runs`` (flows scheduled for one-time ingestion only) → ``{id, etag}``."""
-        body = {"flowId": flow_id, "params": {"startTime": start_time_ms, "windowStartTime": 0,
-                                              "windowEndTime": start_time_ms}}
+        body = {
+            "flowId": flow_id,
+            "params": {"startTime": start_time_ms, "windowStartTime": 0, "windowEndTime": start_time_ms},
+        }
         return self.hook.request_json("POST", f"{FLOW}/runs", json=body)

@@ -152,28 +152,41 @@ class EnsureDataflowsOperator(_IngestOperator):
             )
         name = config.resource_name("source connection", obj)
         source = self._one(
-            "source connection", obj, name, client.list_source_connections(f"baseConnectionId=={base_id}"),
+            "source connection",
+            obj,
+            name,
+            client.list_source_connections(f"baseConnectionId=={base_id}"),
             lambda found: source_differences(found, obj),
             lambda: client.create_source_connection(ingest.source_connection_body(name, base_id, obj))["id"],
         )
         dataset = self._dataset(obj)
         name = config.resource_name("target connection", obj)
         target = self._one(
-            "target connection", obj, name,
+            "target connection",
+            obj,
+            name,
             client.list_target_connections(f"connectionSpec.id=={ingest.DATA_LAKE_CONNECTION_SPEC_ID}"),
             lambda found: target_differences(found, obj, dataset.id),
             lambda: client.create_target_connection(ingest.target_connection_body(name, obj, dataset.id))["id"],
         )
         name = config.mapping_name(obj)
         mapping = self._one(
-            "mapping set", obj, name, client.find_mapping_sets(name),
+            "mapping set",
+            obj,
+            name,
+            client.find_mapping_sets(name),
             lambda found: [] if ingest.mapping_pairs(found) == set(pairs) else ["its mappings differ from the file"],
             lambda: client.create_mapping_set(ingest.mapping_set_body(name, obj, pairs))["id"],
         )
         name = config.resource_name("dataflow", obj)
-        wanted = ingest.flow_body(name, obj, source.id, target.id, mapping.id, 0, ingest.schedule_params(config, time.time()))
+        wanted = ingest.flow_body(
+            name, obj, source.id, target.id, mapping.id, 0, ingest.schedule_params(config, time.time())
+        )
         flow = self._one(
-            "dataflow", obj, name, client.list_flows(f"flowSpec.id=={ingest.CRM_FLOW_SPEC_ID}"),
+            "dataflow",
+            obj,
+            name,
+            client.list_flows(f"flowSpec.id=={ingest.CRM_FLOW_SPEC_ID}"),
             lambda found: ingest.flow_differences(found, wanted),
             lambda: self._create_flow(wanted),
         )
@@ -189,21 +202,31 @@ class EnsureDataflowsOperator(_IngestOperator):
         if obj.dataset_id:
             found = self.client.get_dataset(obj.dataset_id)
             if found is None:
-                raise ConfigurationError(f"dataset {obj.dataset_id} (objects[{obj.path}].dataset_id) does not exist in AEP")
+                raise ConfigurationError(
+                    f"dataset {obj.dataset_id} (objects[{obj.path}].dataset_id) does not exist in AEP"
+                )
             problems = dataset_differences(found, obj)
             if problems:
                 raise ConfigurationError(f"dataset {obj.dataset_id} cannot take {obj.path}: {'; '.join(problems)}")
             self.log.info("%s: using the existing dataset %s", obj.path, obj.dataset_id)
             return ingest.Ensured("dataset", obj.path, obj.dataset_id, False, found.get("name") or "")
         return self._one(
-            "dataset", obj, obj.dataset_name, self.client.find_datasets(obj.dataset_name),
+            "dataset",
+            obj,
+            obj.dataset_name,
+            self.client.find_datasets(obj.dataset_name),
             lambda found: dataset_differences(found, obj),
             lambda: ingest.dataset_id_from_created(self.client.create_dataset(ingest.dataset_body(obj))),
         )
 
     def _one(
-        self, kind: str, obj: ingest.IngestObject, name: str, candidates: list[dict[str, Any]],
-        problems_of: Callable[[dict[str, Any]], list[str]], create: Callable[[], str],
+        self,
+        kind: str,
+        obj: ingest.IngestObject,
+        name: str,
+        candidates: list[dict[str, Any]],
+        problems_of: Callable[[dict[str, Any]], list[str]],
+        create: Callable[[], str],
     ) -> ingest.Ensured:
         """Find the one resource of this name and verify it, or create it: never a second of the same name."""
         named = [c for c in candidates if c.get("name") == name]
@@ -269,8 +292,13 @@ class FlowRunsOperator(_IngestOperator):
     template_fields: Sequence[str] = ("output_dir", "mode", "config_path")
 
     def __init__(
-        self, *, output_dir: str, chain_task_id: str = "ensure_dataflows", mode: str | None = None,
-        deferrable: bool = True, **kwargs,
+        self,
+        *,
+        output_dir: str,
+        chain_task_id: str = "ensure_dataflows",
+        mode: str | None = None,
+        deferrable: bool = True,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.output_dir = output_dir
@@ -331,7 +359,11 @@ class FlowRunsOperator(_IngestOperator):
         totals = report.totals()
         self.log.info(
             "%d run(s) of %d flow(s): read %d, ingested %d, failed %d record(s)",
-            totals["runs"], len(flow_ids), totals["records_read"], totals["records_ingested"], totals["records_failed"],
+            totals["runs"],
+            len(flow_ids),
+            totals["records_read"],
+            totals["records_ingested"],
+            totals["records_failed"],
         )
         failures = report.failures()
         if failures:

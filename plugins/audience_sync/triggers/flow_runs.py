@@ -34,7 +34,10 @@ def waiting_for(client: FlowServiceClient, flow_ids: list[str], not_before: dict
 
 class FlowRunsTrigger(BaseTrigger):
     def __init__(
-        self, flow_ids: list[str], not_before: dict[str, float], aep_conn_id: str = "aep_default",
+        self,
+        flow_ids: list[str],
+        not_before: dict[str, float],
+        aep_conn_id: str = "aep_default",
         poll_interval: float = 30.0,
     ) -> None:
         super().__init__()
@@ -46,8 +49,12 @@ class FlowRunsTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"flow_ids": self.flow_ids, "not_before": self.not_before, "aep_conn_id": self.aep_conn_id,
-             "poll_interval": self.poll_interval},
+            {
+                "flow_ids": self.flow_ids,
+                "not_before": self.not_before,
+                "aep_conn_id": self.aep_conn_id,
+                "poll_interval": self.poll_interval,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
