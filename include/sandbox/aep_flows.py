@@ -282,6 +282,20 @@ class FlowRoutes:
             raise flow_error(404, "FLOW-1001-404", "Not Found", f"connection {connection_id} was not found")
         return json.loads(rows[0]["body"])
 
+    def _store_connection(self, table: str, request: Request, body: dict, name: str, **fields: Any) -> Response:
+        """A validated source or target connection as the list and get answers show it → 201 ``{id, etag}``."""
+        spec = body["connectionSpec"]
+        stored = {
+            **self._audit(request, name),
+            "description": body.get("description", ""),
+            **fields,
+            "data": body["data"],
+            "params": body["params"],
+            "connectionSpec": {"id": spec["id"], "version": spec.get("version", "1.0")},
+        }
+        self._insert(table, stored)
+        return Response(201, {"id": stored["id"], "etag": stored["etag"]})
+
     # --- explore [EXPLORE] [SPEC getByConnectionId] --------------------------------------------------
     def explore(self, request: Request) -> Response:
         connection = self._base_connection(request.params["id"])
@@ -354,16 +368,9 @@ class FlowRoutes:
             problems.append(f"params.path {path!r} is not a table of this connection")
         if problems:
             raise flow_error(400, "FLOW-1005-400", "Bad Request", "; ".join(problems))
-        stored = {
-            **self._audit(request, body["name"]),
-            "description": body.get("description", ""),
-            "baseConnectionId": body["baseConnectionId"],
-            "data": body["data"],
-            "params": body["params"],
-            "connectionSpec": {"id": spec["id"], "version": spec.get("version", "1.0")},
-        }
-        self._insert("source_connections", stored)
-        return Response(201, {"id": stored["id"], "etag": stored["etag"]})
+        return self._store_connection(
+            "source_connections", request, body, body["name"], baseConnectionId=body["baseConnectionId"]
+        )
 
     # --- Catalog datasets [CATALOG] [SPEC catalog.yaml /dataSets] ------------------------------------
     def _datasets(self) -> list[dict[str, Any]]:
@@ -431,15 +438,7 @@ class FlowRoutes:
             problems.append("data.schema.id must be the dataset's schema")
         if problems:
             raise flow_error(400, "FLOW-1005-400", "Bad Request", "; ".join(problems))
-        stored = {
-            **self._audit(request, body.get("name") or "Target connection"),
-            "description": body.get("description", ""),
-            "data": body["data"],
-            "params": body["params"],
-            "connectionSpec": {"id": spec["id"], "version": spec.get("version", "1.0")},
-        }
-        self._insert("target_connections", stored)
-        return Response(201, {"id": stored["id"], "etag": stored["etag"]})
+        return self._store_connection("target_connections", request, body, body.get("name") or "Target connection")
 
     # --- Data Prep mapping sets [DATAPREP] [SPEC data-prep.yaml MappingSet] ---------------------------
     def create_mapping_set(self, request: Request) -> Response:
