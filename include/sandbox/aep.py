@@ -249,6 +249,9 @@ class AepApp:
         add("GET", f"{UPS}/export/jobs/(?P<id>[^/]+)", platform(self.get_export_job))
         add("GET", f"{EXPORT}/batches/(?P<id>[^/]+)/files", platform(self.list_batch_files))
         add("GET", f"{EXPORT}/files/(?P<id>[^/]+)", platform(self.get_file))
+        from sandbox import aep_flows  # HubSpot → AEP dataflows: explore, connections, datasets, mappings, flows, runs
+
+        aep_flows.register(self)
 
     def _platform(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def wrapped(request: Request) -> Response:
