@@ -103,6 +103,7 @@ def test_dag_page_lists_runs_newest_first_with_links_and_charts():
     assert cells["trend.0.upsert_rate_per_s"] == "500.0" and cells["trend.1.audience_mismatches"] == "1"
     assert '<a href="/x/run_b">run_b</a>' in html and "dry run" in html
     assert html.count("<svg") == 3
+    assert render.run_label("scheduled__2026-12-01T02:00:00+00:00") == "2026-12-01T02:00"
     assert "No run has written a report yet" in render.dag_page(DAG, [], str)
 
 

@@ -86,6 +86,7 @@ def line_chart(points: list[tuple[str, float | None]], title: str, unit: str, wi
         for x, y in [xy(i, v)]
     )
     first, last = escape(points[0][0]), escape(points[-1][0])
+    last_label = f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{last}</text>' if len(points) > 1 else ""
     return (
         f'<svg role="img" aria-label="{escape(title)}" data-chart="{escape(title)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
@@ -93,8 +94,7 @@ def line_chart(points: list[tuple[str, float | None]], title: str, unit: str, wi
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#a0aec0"/>'
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#a0aec0"/>'
         f'<text x="4" y="{top + 4}">{top_value:g}</text><text x="4" y="{height - bottom}">0</text>'
-        f'<text x="{left}" y="{height - 8}">{first}</text>'
-        f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{last}</text>'
+        f'<text x="{left}" y="{height - 8}">{first}</text>{last_label}'
         f'<polyline fill="none" stroke="#2b6cb0" stroke-width="2" points="{path}"/>{dots}</svg>'
     )
 
@@ -127,9 +127,15 @@ def trend_row(report: dict[str, Any]) -> dict[str, Any]:
 TREND_NUMBERS = ("exported", "valid", "rejected", "created", "updated", "audience_mismatches", "upsert_rate_per_s", "total_duration_s")
 
 
+def run_label(run_id: Any) -> str:
+    """A short chart label: ``manual__2026-12-01T21:23:27.8+00:00`` → ``2026-12-01T21:23``."""
+    text = str(run_id)
+    return text.split("__", 1)[-1][:16]
+
+
 def _rate_chart(trend: list[dict[str, Any]]) -> str:
     """Oldest run first; dry runs send nothing, so they are gaps in the rate, not zeros."""
-    points = [(str(row["run_id"]), None if row["mode"] == "dry run" else row["upsert_rate_per_s"]) for row in trend]
+    points = [(run_label(row["run_id"]), None if row["mode"] == "dry run" else row["upsert_rate_per_s"]) for row in trend]
     return line_chart(points[::-1], "upsert rate per run", "records/s")
 
 
@@ -179,15 +185,15 @@ def run_page(
         "</div></div>",
         "<h2>Rejected by stage and reason</h2>",
         rows_table("rejected_by_reason", report.get("rejected_by_reason") or [], ("stage", "category", "count"), ("count",)),
-        f"<h2>Sample of rejects ({len(rejects_sample)} of {rejects_total})</h2>",
-        rows_table("rejects_sample", rejects_sample, REJECT_COLUMNS),
-        download,
         "<h2>Audiences: expected in HubSpot against found</h2>",
         rows_table(
             "audiences", audience_rows, ("property", "status", sent_label, "expected", "found", "match"), (sent_label, "expected", "found")
         ),
         "<h2>Upsert rate over the last runs</h2>",
         _rate_chart(trend),
+        f"<h2>Sample of rejects ({len(rejects_sample)} of {rejects_total})</h2>",
+        rows_table("rejects_sample", rejects_sample, REJECT_COLUMNS),
+        download,
         "<h2>Steps</h2>",
         rows_table("steps", report.get("steps") or [], ("step", "duration_s"), ("duration_s",)),
     ]
@@ -206,7 +212,7 @@ def dag_page(dag_id: str, trend: list[dict[str, Any]], run_href: Callable[[str],
     )
     table = f'<table data-section="trend"><tr>{head}</tr>{body}</table>' if rows else "<p><em>No run has written a report yet.</em></p>"
     charts = "".join(
-        line_chart([(str(r["run_id"]), r[name]) for r in rows[::-1]], title, unit)
+        line_chart([(run_label(r["run_id"]), r[name]) for r in rows[::-1]], title, unit)
         for name, title, unit in (("valid", "valid profiles per run", "profiles"), ("rejected", "rejected profiles per run", "profiles"))
     )
     body_html = (

@@ -74,7 +74,7 @@ def _rows(paths: list[storage.ObjectStoragePath]):
                 yield {column: mask_emails(row.get(column)) for column in REJECT_COLUMNS}
 
 
-def rejects_sample(paths: list[storage.ObjectStoragePath], limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+def rejects_sample(paths: list[storage.ObjectStoragePath], limit: int = 10) -> tuple[list[dict[str, Any]], int]:
     """The first ``limit`` rejects and the total count (from the Parquet footers)."""
     total = sum(pq.read_metadata(storage.local_or_none(p) or io.BytesIO(p.read_bytes())).num_rows for p in paths)
     sample = []
