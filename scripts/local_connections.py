@@ -17,12 +17,17 @@ from typing import Any
 from sandbox import connections
 
 CONN_TYPES = {"aep_default": "aep", "hubspot_default": "hubspot"}
+# Extras equal to the hook's default are left out. Airflow masks every extra value in task logs, and
+# one shorter than 5 characters (sandbox_name "prod") only earns every task log the warning
+# "Skipping masking for a secret as it's too short".
+HOOK_DEFAULTS = {"sandbox_name": "prod"}
 
 
 def typed(conn_json: str, conn_type: str) -> dict[str, Any]:
     """A sandbox connection (``AIRFLOW_CONN_*`` JSON) as Connection fields of ``conn_type``; extra as JSON text."""
     fields = json.loads(conn_json)
-    return {**fields, "conn_type": conn_type, "extra": json.dumps(fields.get("extra") or {})}
+    extra = {k: v for k, v in (fields.get("extra") or {}).items() if HOOK_DEFAULTS.get(k) != v}
+    return {**fields, "conn_type": conn_type, "extra": json.dumps(extra)}
 
 
 def sandbox_connections(hubspot_url: str, aep_url: str, hubspot_form: str = "token+oauth") -> dict[str, dict]:

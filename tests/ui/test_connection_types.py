@@ -43,7 +43,7 @@ def test_ui_form_shows_each_types_own_fields(api):
     assert {"org_id", "sandbox_name", "export_dataset_id", "merge_policy_id"} <= set(aep["extra_fields"])
     assert aep["standard_fields"]["login"]["title"] == "Client ID"
     assert aep["standard_fields"]["password"]["title"] == "Client secret"
-    assert aep["extra_fields"]["sandbox_name"]["value"] == "prod"
+    assert aep["extra_fields"]["sandbox_name"]["value"] is None  # empty means prod (see local_connections)
     assert {"api_version", "client_id", "client_secret", "refresh_token"} <= set(hubspot["extra_fields"])
     assert hubspot["extra_fields"]["client_secret"]["schema"]["format"] == "password"
     assert hubspot["extra_fields"]["api_version"]["schema"]["enum"] == ["2026-03", "2026-09", "v3"]

@@ -32,7 +32,9 @@ AEP = {
     },
     "conn-fields": {
         "org_id": _text("IMS org ID", "x-gw-ims-org-id, e.g. ABC123@AdobeOrg"),
-        "sandbox_name": _text("Sandbox name", "x-sandbox-name", default="prod"),
+        # no default value: "prod" is the hook's default, and a stored 4-character extra makes every
+        # task log warn "Skipping masking for a secret as it's too short"
+        "sandbox_name": _text("Sandbox name", "x-sandbox-name; empty: prod"),
         "export_dataset_id": _text("Export dataset ID", "Dataset the audience export job writes to"),
         "merge_policy_id": _text("Merge policy ID", "Merge policy of the export (empty: the default policy)"),
         "ims_url": _text("IMS URL", "Token service; empty: https://ims-na1.adobelogin.com"),
