@@ -15,10 +15,9 @@ from urllib.parse import quote
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
+from audience_sync.ui import render, reports
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
-
-from audience_sync.ui import render, reports
 
 URL_PREFIX = "/audience-sync"
 # Pages only: inline styles and SVG, nothing fetched from anywhere.

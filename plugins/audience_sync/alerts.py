@@ -91,14 +91,21 @@ def _counts(report: dict[str, Any] | None) -> str:
     if not report:
         return "No report was written: the run stopped before its report task, so no counts are final"
     profiles, contacts = report.get("profiles") or {}, report.get("contacts") or {}
-    parts = [f"{name} {profiles[name]:,}" for name in ("exported", "valid", "rejected") if profiles.get(name) is not None]
+    parts = [
+        f"{name} {profiles[name]:,}" for name in ("exported", "valid", "rejected") if profiles.get(name) is not None
+    ]
     parts += [f"{name} {contacts[name]:,}" for name in ("created", "updated") if contacts.get(name) is not None]
     return "Counts: profiles " + ", ".join(parts) if parts else "The report holds no counts"
 
 
 def alert_message(
-    dag_id: str, run_id: str, task_id: str | None, try_number: int | None, error: BaseException | str | None,
-    report: dict[str, Any] | None, folder: str,
+    dag_id: str,
+    run_id: str,
+    task_id: str | None,
+    try_number: int | None,
+    error: BaseException | str | None,
+    report: dict[str, Any] | None,
+    folder: str,
 ) -> str:
     """One paragraph for a person: what failed and why, the counts, where the report and files are."""
     reason = mask_emails(str(error) if error is not None else "no error was recorded")
@@ -110,8 +117,9 @@ def alert_message(
     report_at = f"{folder}/report.md" if report else f"the run folder {folder}"
     return (
         f"Audience sync {dag_id} run {run_id} {what}{where}: {kind}: {reason}. {_counts(report)}. "
-        f"Report: {report_at} (also on the run's \"Sync report\" tab in Airflow). "
-        "HubSpot kept what earlier runs wrote; the snapshot was not advanced, so the next run resends what this one did not confirm."
+        f'Report: {report_at} (also on the run\'s "Sync report" tab in Airflow). '
+        "HubSpot kept what earlier runs wrote; the snapshot was not advanced, "
+        "so the next run resends what this one did not confirm."
     )
 
 
@@ -121,15 +129,20 @@ def _send(settings: AlertSettings, subject: str, message: str, context: dict) ->
 
         # notify() directly: the text is sent as it is, never rendered as a Jinja template.
         SmtpNotifier(
-            to=list(settings.smtp_to), from_email=settings.smtp_from, subject=subject,
-            html_content=f"<p>{html.escape(message)}</p>", smtp_conn_id=settings.smtp_conn_id,
+            to=list(settings.smtp_to),
+            from_email=settings.smtp_from,
+            subject=subject,
+            html_content=f"<p>{html.escape(message)}</p>",
+            smtp_conn_id=settings.smtp_conn_id,
         ).notify(context)
     if settings.slack_conn_id:
         try:
             from airflow.providers.slack.notifications.slack import SlackNotifier
         except ImportError:
             raise ConfigurationError("alerts.slack needs the apache-airflow-providers-slack package") from None
-        SlackNotifier(slack_conn_id=settings.slack_conn_id, text=message, channel=settings.slack_channel).notify(context)
+        SlackNotifier(slack_conn_id=settings.slack_conn_id, text=message, channel=settings.slack_channel).notify(
+            context
+        )
 
 
 def notify_failure(context: dict) -> None:
@@ -140,8 +153,15 @@ def notify_failure(context: dict) -> None:
     dag_id, run_id = context["dag"].dag_id, context["run_id"]
     ti = context.get("ti") or context.get("task_instance")
     message = alert_message(
-        dag_id, run_id, getattr(ti, "task_id", None), getattr(ti, "try_number", None),
-        context.get("exception"), load_report(dag_id, run_id), str(run_folder(dag_id, run_id)),
+        dag_id,
+        run_id,
+        getattr(ti, "task_id", None),
+        getattr(ti, "try_number", None),
+        context.get("exception"),
+        load_report(dag_id, run_id),
+        str(run_folder(dag_id, run_id)),
     )
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
-    log.info("failure alert sent to %d recipient(s)%s", len(settings.smtp_to), " and Slack" if settings.slack_conn_id else "")
+    log.info(
+        "failure alert sent to %d recipient(s)%s", len(settings.smtp_to), " and Slack" if settings.slack_conn_id else ""
+    )

@@ -14,11 +14,16 @@ from audience_sync.errors import ConfigurationError
 from audience_sync.incremental import MassChangeBlocked
 from sandbox_process import free_port
 
-REPORT = {"profiles": {"exported": 10000, "valid": 7506, "rejected": 120}, "contacts": {"created": 7000, "updated": 386}}
+REPORT = {
+    "profiles": {"exported": 10000, "valid": 7506, "rejected": 120},
+    "contacts": {"created": 7000, "updated": 386},
+}
 
 
 def test_message_is_one_paragraph_with_counts_and_no_email():
-    error = MassChangeBlocked("mass-change guard: nothing was written: 900 of 1,000 contacts would exit (ann@example.com)")
+    error = MassChangeBlocked(
+        "mass-change guard: nothing was written: 900 of 1,000 contacts would exit (ann@example.com)"
+    )
     text = alerts.alert_message("sync", "manual__1", "plan_sync", 1, error, REPORT, "/data/runs/sync/manual__1")
     assert "\n" not in text and "@" not in text
     assert "run manual__1 was stopped by the mass-change guard at task plan_sync (try 1): MassChangeBlocked" in text
@@ -70,8 +75,14 @@ def smtp_server(monkeypatch):
     controller.start()
     monkeypatch.setenv(
         "AIRFLOW_CONN_SMTP_ALERTS",
-        json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-                    "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}}),
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": port,
+                "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"},
+            }
+        ),
     )
     yield inbox
     controller.stop()
@@ -114,6 +125,10 @@ def test_failed_run_mails_the_alert(airflow_db, smtp_server, tmp_path, monkeypat
     message = smtp_server.messages[0]
     assert message["To"] == "data-team@example.com"
     assert message["Subject"] == f"[Airflow] audience sync alerting_sync run {run.run_id} failed"
-    body = next(part for part in message.walk() if part.get_content_type() == "text/html").get_payload(decode=True).decode()
+    body = (
+        next(part for part in message.walk() if part.get_content_type() == "text/html")
+        .get_payload(decode=True)
+        .decode()
+    )
     assert "stopped by the mass-change guard at task plan_sync" in body
     assert "812 of 900 contacts would exit" in body and "No report was written" in body

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 import requests
 from e2e_support import DAG_ID, run_sync, start_world
-from sandbox import credentials
 
 from scripts.airflow_stack import AirflowStack, standalone_env
 from scripts.local_connections import sandbox_connections
@@ -25,8 +24,13 @@ from scripts.local_connections import sandbox_connections
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 SCREENSHOT = ROOT / "docs" / "sync_report.png"
 USER, PASSWORD = "analyst", "analyst-password-for-the-test"  # role viewer: may read DAGs and runs
@@ -96,7 +100,10 @@ def test_report_page_in_a_real_browser(airflow_db, tmp_path, monkeypatch):
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         for conn_id, fields in sandbox_connections(world.hubspot.url, world.aep.url).items():
             answer = requests.post(  # the connection form's Test button, over HTTP
-                f"{base}/api/v2/connections/test", json={"connection_id": conn_id, **fields}, headers=headers, timeout=60
+                f"{base}/api/v2/connections/test",
+                json={"connection_id": conn_id, **fields},
+                headers=headers,
+                timeout=60,
             )
             assert answer.status_code == 200 and answer.json()["status"] is True, answer.text
 
@@ -114,7 +121,10 @@ def test_report_page_in_a_real_browser(airflow_db, tmp_path, monkeypatch):
                 page.get_by_text("Sync report", exact=True).first.click()  # the tab on the DAG run page
                 frame = page.frame_locator("iframe")
                 frame.locator('[data-key="profiles.exported"]').wait_for(timeout=30_000)
-                shown = {key: frame.locator(f'[data-key="{key}"]').first.inner_text().strip() for key in expected_cells(report)}
+                shown = {
+                    key: frame.locator(f'[data-key="{key}"]').first.inner_text().strip()
+                    for key in expected_cells(report)
+                }
                 assert shown == expected_cells(report)
                 assert frame.locator('[data-key="run.run_id"]').inner_text() == run_id
                 chart = frame.locator('svg[data-chart="upsert rate per run"] circle')
@@ -133,7 +143,9 @@ def test_report_page_in_a_real_browser(airflow_db, tmp_path, monkeypatch):
                 page.goto(f"{base}/dags/{DAG_ID}")
                 page.get_by_text("Sync trend", exact=True).first.click()  # the tab on the DAG page
                 trend = page.frame_locator("iframe")
-                assert trend.locator('[data-key="trend.0.valid"]').inner_text(timeout=30_000) == str(report["profiles"]["valid"])
+                assert trend.locator('[data-key="trend.0.valid"]').inner_text(timeout=30_000) == str(
+                    report["profiles"]["valid"]
+                )
             finally:
                 browser.close()
     finally:

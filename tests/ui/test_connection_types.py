@@ -84,7 +84,9 @@ def test_sync_hooks_read_connections_of_the_new_types(monkeypatch, hubspot_sandb
     from audience_sync.hooks.hubspot import HubSpotHook
 
     for conn_id, fields in sandbox_connections(hubspot_sandbox.url, aep_sandbox.url).items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({**fields, "extra": json.loads(fields["extra"])}))
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({**fields, "extra": json.loads(fields["extra"])})
+        )
     aep = AepHook()
     assert aep.get_connection("aep_default").conn_type == "aep"
     assert aep.settings.org_id == credentials.AEP_ORG_ID

@@ -87,7 +87,12 @@ def test_run_page_shows_every_number_of_the_report():
 
 def test_dry_run_page_says_so_and_shows_the_plan():
     html = render.run_page(
-        sample_report(dry_run=True, rate=None), rejects_sample=[], rejects_total=0, download_href=None, trend=[], dag_href="/d"
+        sample_report(dry_run=True, rate=None),
+        rejects_sample=[],
+        rejects_total=0,
+        download_href=None,
+        trend=[],
+        dag_href="/d",
     )
     cells = Cells(html).cells
     assert "DRY RUN" in cells["run.dry_run"]
@@ -97,7 +102,10 @@ def test_dry_run_page_says_so_and_shows_the_plan():
 
 
 def test_dag_page_lists_runs_newest_first_with_links_and_charts():
-    trend = [render.trend_row(sample_report("run_b", rate=500.0)), render.trend_row(sample_report("run_a", dry_run=True))]
+    trend = [
+        render.trend_row(sample_report("run_b", rate=500.0)),
+        render.trend_row(sample_report("run_a", dry_run=True)),
+    ]
     html = render.dag_page(DAG, trend, lambda run_id: f"/x/{run_id}")
     cells = Cells(html).cells
     assert cells["trend.0.upsert_rate_per_s"] == "500.0" and cells["trend.1.audience_mismatches"] == "1"
@@ -128,16 +136,36 @@ def run_dir():
     write_rejects(
         local / "map" / "rejects" / "map.parquet",
         [
-            {"stage": "map", "record_id": "p-1", "email": "ann@example.com", "field": "email", "category": "INVALID_EMAIL",
-             "reason": "not an email: 'ann@example'"},
-            {"stage": "map", "record_id": "bob@example.org", "email": "bob@example.org", "field": "email",
-             "category": "DUPLICATE_EMAIL", "reason": "duplicate of bob@example.org"},
+            {
+                "stage": "map",
+                "record_id": "p-1",
+                "email": "ann@example.com",
+                "field": "email",
+                "category": "INVALID_EMAIL",
+                "reason": "not an email: 'ann@example'",
+            },
+            {
+                "stage": "map",
+                "record_id": "bob@example.org",
+                "email": "bob@example.org",
+                "field": "email",
+                "category": "DUPLICATE_EMAIL",
+                "reason": "duplicate of bob@example.org",
+            },
         ],
     )
     write_rejects(
         local / "upsert" / "chunk-00000.rejects.parquet",
-        [{"stage": "upsert", "record_id": "p-3", "email": "cy@example.net", "field": "firstname",
-          "category": "INVALID_PROPERTY_VALUE", "reason": "too long"}],
+        [
+            {
+                "stage": "upsert",
+                "record_id": "p-3",
+                "email": "cy@example.net",
+                "field": "firstname",
+                "category": "INVALID_PROPERTY_VALUE",
+                "reason": "too long",
+            }
+        ],
     )
     return folder
 

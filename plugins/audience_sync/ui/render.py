@@ -18,7 +18,8 @@ REJECT_COLUMNS = ("stage", "record_id", "field", "category", "reason")
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#1a202c;background:#fff}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 6px}
-.meta{color:#4a5568;font-size:13px} .badge{background:#fefcbf;border:1px solid #d69e2e;padding:1px 6px;border-radius:4px}
+.meta{color:#4a5568;font-size:13px}
+.badge{background:#fefcbf;border:1px solid #d69e2e;padding:1px 6px;border-radius:4px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #e2e8f0;padding:3px 8px;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums} th{background:#f7fafc}
 .grid{display:flex;flex-wrap:wrap;gap:24px} .bad{color:#c53030;font-weight:600} svg text{font-size:11px}
@@ -67,7 +68,9 @@ def rows_table(section: str, rows: list[dict[str, Any]], columns: Iterable[str],
     return f'<table data-section="{escape(section)}"><tr>{head}</tr>{"".join(body)}</table>'
 
 
-def line_chart(points: list[tuple[str, float | None]], title: str, unit: str, width: int = 560, height: int = 180) -> str:
+def line_chart(
+    points: list[tuple[str, float | None]], title: str, unit: str, width: int = 560, height: int = 180
+) -> str:
     """An inline SVG line chart of ``(label, value)`` points (None values are gaps, not zeros)."""
     known = [(i, v) for i, (_, v) in enumerate(points) if v is not None]
     if not known:
@@ -81,12 +84,15 @@ def line_chart(points: list[tuple[str, float | None]], title: str, unit: str, wi
 
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in known))
     dots = "".join(
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#2b6cb0"><title>{escape(points[i][0])}: {v:g} {escape(unit)}</title></circle>'
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#2b6cb0">'
+        f"<title>{escape(points[i][0])}: {v:g} {escape(unit)}</title></circle>"
         for i, v in known
         for x, y in [xy(i, v)]
     )
     first, last = escape(points[0][0]), escape(points[-1][0])
-    last_label = f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{last}</text>' if len(points) > 1 else ""
+    last_label = (
+        f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{last}</text>' if len(points) > 1 else ""
+    )
     return (
         f'<svg role="img" aria-label="{escape(title)}" data-chart="{escape(title)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
@@ -112,7 +118,9 @@ def trend_row(report: dict[str, Any]) -> dict[str, Any]:
     mismatched = sum(1 for row in report.get("audiences") or [] if row.get("match") == "NO")
     return {
         "run_id": report.get("run_id"),
-        "mode": "dry run" if report.get("dry_run") else ("full refresh" if report.get("full_refresh") else "incremental"),
+        "mode": "dry run"
+        if report.get("dry_run")
+        else ("full refresh" if report.get("full_refresh") else "incremental"),
         "exported": profiles.get("exported"),
         "valid": profiles.get("valid"),
         "rejected": profiles.get("rejected"),
@@ -124,7 +132,16 @@ def trend_row(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-TREND_NUMBERS = ("exported", "valid", "rejected", "created", "updated", "audience_mismatches", "upsert_rate_per_s", "total_duration_s")
+TREND_NUMBERS = (
+    "exported",
+    "valid",
+    "rejected",
+    "created",
+    "updated",
+    "audience_mismatches",
+    "upsert_rate_per_s",
+    "total_duration_s",
+)
 
 
 def run_label(run_id: Any) -> str:
@@ -135,7 +152,9 @@ def run_label(run_id: Any) -> str:
 
 def _rate_chart(trend: list[dict[str, Any]]) -> str:
     """Oldest run first; dry runs send nothing, so they are gaps in the rate, not zeros."""
-    points = [(run_label(row["run_id"]), None if row["mode"] == "dry run" else row["upsert_rate_per_s"]) for row in trend]
+    points = [
+        (run_label(row["run_id"]), None if row["mode"] == "dry run" else row["upsert_rate_per_s"]) for row in trend
+    ]
     return line_chart(points[::-1], "upsert rate per run", "records/s")
 
 
@@ -154,11 +173,17 @@ def run_page(
     """
     dry_run = bool(report.get("dry_run"))
     title = report.get("title") or "Audience sync"
-    mode = '<span class="badge" data-key="run.dry_run">DRY RUN: nothing was sent to HubSpot; below is its plan</span>' if dry_run else ""
+    mode = (
+        '<span class="badge" data-key="run.dry_run">DRY RUN: nothing was sent to HubSpot; below is its plan</span>'
+        if dry_run
+        else ""
+    )
     head = (
         f"<h1>{escape(title)}</h1>"
-        f'<p class="meta">DAG <b>{_value(report.get("dag_id"))}</b> · run <b data-key="run.run_id">{_value(report.get("run_id"))}</b>'
-        f" · {'full refresh' if report.get('full_refresh') else 'incremental'} · total {_value(report.get('total_duration_s'))} s"
+        f'<p class="meta">DAG <b>{_value(report.get("dag_id"))}</b>'
+        f' · run <b data-key="run.run_id">{_value(report.get("run_id"))}</b>'
+        f" · {'full refresh' if report.get('full_refresh') else 'incremental'}"
+        f" · total {_value(report.get('total_duration_s'))} s"
         f' · <a href="{escape(dag_href)}">all runs</a></p>{mode}'
     )
     audiences = report.get("audience_ids") or {}
@@ -169,7 +194,8 @@ def run_page(
     if dry_run:
         audience_rows = [{**row, "to_send": row.get("sent")} for row in audience_rows]
     download = (
-        f'<p><a data-key="rejects.download" href="{escape(download_href)}">Download the {rejects_total} rejects (CSV, email addresses removed)</a></p>'
+        f'<p><a data-key="rejects.download" href="{escape(download_href)}">'
+        f"Download the {rejects_total} rejects (CSV, email addresses removed)</a></p>"
         if download_href
         else ""
     )
@@ -184,10 +210,15 @@ def run_page(
         metric_table("run", {"upsert_rate_per_s": report.get("upsert_rate_per_s")}, ()),
         "</div></div>",
         "<h2>Rejected by stage and reason</h2>",
-        rows_table("rejected_by_reason", report.get("rejected_by_reason") or [], ("stage", "category", "count"), ("count",)),
+        rows_table(
+            "rejected_by_reason", report.get("rejected_by_reason") or [], ("stage", "category", "count"), ("count",)
+        ),
         "<h2>Audiences: expected in HubSpot against found</h2>",
         rows_table(
-            "audiences", audience_rows, ("property", "status", sent_label, "expected", "found", "match"), (sent_label, "expected", "found")
+            "audiences",
+            audience_rows,
+            ("property", "status", sent_label, "expected", "found", "match"),
+            (sent_label, "expected", "found"),
         ),
         "<h2>Upsert rate over the last runs</h2>",
         _rate_chart(trend),
@@ -205,15 +236,23 @@ def dag_page(dag_id: str, trend: list[dict[str, Any]], run_href: Callable[[str],
     rows = trend
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in ("run_id", "mode", *TREND_NUMBERS))
     body = "".join(
-        f'<tr><td><a href="{escape(run_href(str(row["run_id"])))}">{_value(row["run_id"])}</a></td><td>{_value(row["mode"])}</td>'
+        f'<tr><td><a href="{escape(run_href(str(row["run_id"])))}">{_value(row["run_id"])}</a></td>'
+        f"<td>{_value(row['mode'])}</td>"
         + "".join(_num_cell(f"trend.{index}.{name}", row[name]) for name in TREND_NUMBERS)
         + "</tr>"
         for index, row in enumerate(rows)
     )
-    table = f'<table data-section="trend"><tr>{head}</tr>{body}</table>' if rows else "<p><em>No run has written a report yet.</em></p>"
+    table = (
+        f'<table data-section="trend"><tr>{head}</tr>{body}</table>'
+        if rows
+        else "<p><em>No run has written a report yet.</em></p>"
+    )
     charts = "".join(
         line_chart([(run_label(r["run_id"]), r[name]) for r in rows[::-1]], title, unit)
-        for name, title, unit in (("valid", "valid profiles per run", "profiles"), ("rejected", "rejected profiles per run", "profiles"))
+        for name, title, unit in (
+            ("valid", "valid profiles per run", "profiles"),
+            ("rejected", "rejected profiles per run", "profiles"),
+        )
     )
     body_html = (
         f"<h1>Audience sync: last {len(rows)} runs of {escape(dag_id)}</h1>{table}"

@@ -52,12 +52,17 @@ HUBSPOT = {
         "placeholders": {"host": "https://api.hubapi.com", "password": "empty when an OAuth app is set below"},
     },
     "conn-fields": {
-        "api_version": _text("API version", "Dated version of the CRM APIs, or v3 (legacy paths)", "2026-03",
-                             enum=("2026-03", "2026-09", "v3")),
+        "api_version": _text(
+            "API version",
+            "Dated version of the CRM APIs, or v3 (legacy paths)",
+            "2026-03",
+            enum=("2026-03", "2026-09", "v3"),
+        ),
         "client_id": _text("OAuth app client ID", "Only without a token: the OAuth app's client id"),
         "client_secret": _text("OAuth app client secret", "Only without a token", secret=True),
-        "refresh_token": _text("OAuth refresh token", "Only without a token: the installation's refresh token",
-                               secret=True),
+        "refresh_token": _text(
+            "OAuth refresh token", "Only without a token: the installation's refresh token", secret=True
+        ),
     },
 }
 
