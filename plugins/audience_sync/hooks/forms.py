@@ -18,40 +18,43 @@ TEST_RETRY = RetrySettings(max_attempts=2, base_delay=0.2, max_delay=1.0)
 TEST_TIMEOUT_S = 15.0
 
 
-def _outcome(service: str, probe) -> tuple[bool, str]:
-    try:
-        probe()
-    except (ApiError, requests.RequestException) as error:
-        reason = str(error) if isinstance(error, ApiError) else f"cannot reach the API ({type(error).__name__})"
-        return False, f"{service}: {reason}"
-    except Exception as error:  # a bad connection setting: the hooks name it without its value
-        return False, f"{service}: {type(error).__name__}: {error}"
-    return True, f"{service}: authenticated and read the API"
+class ConnectionTestMixin:
+    """``test_connection`` for a hook: its ``probe`` with few retries and a short timeout; never a secret."""
+
+    service: str
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("retry", TEST_RETRY)
+        kwargs.setdefault("timeout", TEST_TIMEOUT_S)
+        super().__init__(*args, **kwargs)
+
+    def probe(self) -> None:
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.probe()
+        except (ApiError, requests.RequestException) as error:
+            reason = str(error) if isinstance(error, ApiError) else f"cannot reach the API ({type(error).__name__})"
+            return False, f"{self.service}: {reason}"
+        except Exception as error:  # a bad connection setting: the hooks name it without its value
+            return False, f"{self.service}: {type(error).__name__}: {error}"
+        return True, f"{self.service}: authenticated and read the API"
 
 
-class AepConnectionHook(AepHook):
+class AepConnectionHook(ConnectionTestMixin, AepHook):
     conn_type = "aep"
     hook_name = "Adobe Experience Platform"
 
-    def __init__(self, aep_conn_id: str = AepHook.default_conn_name, **kwargs) -> None:
-        kwargs.setdefault("retry", TEST_RETRY)
-        kwargs.setdefault("timeout", TEST_TIMEOUT_S)
-        super().__init__(aep_conn_id, **kwargs)
-
-    def test_connection(self) -> tuple[bool, str]:
+    def probe(self) -> None:
         """An IMS token, then one page of one audience (Segmentation "List audiences")."""
-        return _outcome("AEP", lambda: self.request_json("GET", "data/core/ups/audiences", params={"limit": 1}))
+        self.request_json("GET", "data/core/ups/audiences", params={"limit": 1})
 
 
-class HubSpotConnectionHook(HubSpotHook):
+class HubSpotConnectionHook(ConnectionTestMixin, HubSpotHook):
     conn_type = "hubspot"
     hook_name = "HubSpot"
 
-    def __init__(self, hubspot_conn_id: str = HubSpotHook.default_conn_name, **kwargs) -> None:
-        kwargs.setdefault("retry", TEST_RETRY)
-        kwargs.setdefault("timeout", TEST_TIMEOUT_S)
-        super().__init__(hubspot_conn_id, **kwargs)
-
-    def test_connection(self) -> tuple[bool, str]:
+    def probe(self) -> None:
         """The ``email`` property of contacts ("Properties" API): needs a valid token, returns no contact data."""
-        return _outcome("HubSpot", lambda: self.request_json("GET", self.path("crm/properties", "contacts/email")))
+        self.request_json("GET", self.path("crm/properties", "contacts/email"))
