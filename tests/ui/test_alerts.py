@@ -132,3 +132,15 @@ def test_failed_run_mails_the_alert(airflow_db, smtp_server, tmp_path, monkeypat
     )
     assert "stopped by the mass-change guard at task plan_sync" in body
     assert "812 of 900 contacts would exit" in body and "No report was written" in body
+
+
+def test_slack_without_its_provider_says_which_package_is_missing():
+    try:
+        import airflow.providers.slack  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the Slack provider is installed here")
+    settings = alerts.parse_alerts({"slack": {"conn_id": "slack_api_default"}}, Path("sync.yaml"))
+    with pytest.raises(ConfigurationError, match="apache-airflow-providers-slack"):
+        alerts._send(settings, "subject", "message", {})
