@@ -6,21 +6,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo airflow sandbox-hubspot sandbox-aep seed reset bench lint clean
+.PHONY: venv browser test test-all demo airflow sandbox-hubspot sandbox-aep seed reset bench lint clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt providers/audience-sync-provider/pyproject.toml providers/audience-sync-provider/audience_sync_provider/__init__.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+## Debian's chromium for the UI's browser test (tests/ui/test_browser.py); does nothing when installed.
+browser:
+	./scripts/install_browser.sh
+
 ## The test suite CI runs (slow-marked tests excluded; `make test-all` runs them too).
-test: venv
+test: venv browser
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: venv
+test-all: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Seed the sandbox, run the sync end to end twice (full, then incremental), print the reports.

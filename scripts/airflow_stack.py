@@ -10,6 +10,7 @@ CLI (the caller exports the AIRFLOW_* settings, the AIRFLOW_CONN_* connections a
 
     python scripts/airflow_stack.py run --home DIR [--component "celery worker"] [--conf JSON]
         [--dag-id hubspot_audience_sync] [--timeout 600]
+    python scripts/airflow_stack.py unscheduled-config --home DIR   # prints the path of the copy
 
 migrates the database, starts the components, creates the pool, triggers the DAG, waits, prints the
 outcome, the task instances and the run report, stops everything and exits 0 only on success.
@@ -57,10 +58,7 @@ def standalone_env(home: Path) -> dict[str, str]:
     ``schedule: null`` in ``home``): unpaused, it would start its latest nightly run at once, ahead of ours.
     """
     api_port = free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    sync_config = home / "sync_config.yaml"
-    source = Path(os.environ.get("AUDIENCE_SYNC_CONFIG") or ROOT / "include" / "sync_config.yaml")
-    sync_config.write_text(yaml.safe_dump({**yaml.safe_load(source.read_text()), "schedule": None}))
+    sync_config = unscheduled_config(home)
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -81,6 +79,16 @@ def standalone_env(home: Path) -> dict[str, str]:
             [str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
     }
+
+
+def unscheduled_config(home: Path) -> Path:
+    """A copy of the sync config (``AUDIENCE_SYNC_CONFIG`` or the shipped one) in ``home`` with
+    ``schedule: null``: unpausing the DAG then starts nothing by itself."""
+    home.mkdir(parents=True, exist_ok=True)
+    sync_config = home / "sync_config.yaml"
+    source = Path(os.environ.get("AUDIENCE_SYNC_CONFIG") or ROOT / "include" / "sync_config.yaml")
+    sync_config.write_text(yaml.safe_dump({**yaml.safe_load(source.read_text()), "schedule": None}))
+    return sync_config
 
 
 def airflow(*args: str, env: dict[str, str]) -> None:
@@ -303,13 +311,16 @@ def print_outcome(api: AirflowApi, dag_id: str, outcome: dict[str, Any]) -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run"])
+    parser.add_argument("command", choices=["run", "unscheduled-config"])
     parser.add_argument("--home", type=Path, required=True, help="AIRFLOW_HOME (logs go to <home>/stack)")
     parser.add_argument("--component", action="append", default=[], help="run this too, e.g. 'celery worker'")
     parser.add_argument("--dag-id", default=DAG_ID)
     parser.add_argument("--conf", type=json.loads, default={}, help="the run's conf (JSON)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run")
     args = parser.parse_args(argv)
+    if args.command == "unscheduled-config":
+        print(unscheduled_config(args.home))
+        return 0
     stack = AirflowStack(standalone_env(args.home), args.home / "stack", [*COMPONENTS, *args.component])
     print("starting: " + ", ".join(f"airflow {shlex.join(c.split())}" for c in stack.components), flush=True)
     try:

@@ -7,6 +7,7 @@ ports, until the api-server's health endpoint answers; then the whole group is s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -46,6 +47,20 @@ def stop_group(process: subprocess.Popen, grace_s: float = 15) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def check_connections_in_the_ui(url: str, home: Path) -> None:
+    """Admin → Connections lists both connections with their own types, and their Test button passes."""
+    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    listed = requests.get(f"{url}/api/v2/connections", headers=headers, timeout=30).json()["connections"]
+    types = {c["connection_id"]: c["conn_type"] for c in listed}
+    assert types == {"aep_default": "aep", "hubspot_default": "hubspot"}
+    for conn in listed:  # as the form's Test button sends it: the stored secrets are merged in by the server
+        body = {k: conn[k] for k in ("connection_id", "conn_type", "host", "login", "extra")}
+        answer = requests.post(f"{url}/api/v2/connections/test", json=body, headers=headers, timeout=60).json()
+        assert answer["status"] is True, answer
 
 
 @pytest.mark.timeout(START_TIMEOUT_S + 30)
@@ -100,6 +115,8 @@ def test_make_airflow_script_serves_health_without_an_activated_venv(tmp_path):
         assert health["metadatabase"]["status"] == "healthy"
         assert "FileNotFoundError" not in output
         assert "sandboxes up" in output
+        assert f"LocalExecutor parallelism: {2 * os.cpu_count()}" in output
+        check_connections_in_the_ui(f"http://127.0.0.1:{port}", tmp_path / "airflow_home")
     finally:
         stop_group(process)
     with pytest.raises(requests.ConnectionError):
