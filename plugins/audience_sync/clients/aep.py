@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_sync import storage
+from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 
@@ -23,8 +24,6 @@ UPS = "data/core/ups"
 DATA_ACCESS = "data/foundation/export"
 
 HUBSPOT_CONNECTION_SPEC_ID = "cc6a4487-9e91-433e-a3a3-9cf6626c1806"  # seeds 000-003
-EXPORT_STATUSES = ("realized", "existing", "exited")
-ACTIVE_JOB_STATUSES = frozenset({"NEW", "PROCESSING", "QUEUED"})
 DEFAULT_EXPORT_FIELDS = (
     "_id,identityMap,personalEmail.address,person.name.firstName,person.name.lastName,"
     "workAddress.street1,workAddress.city,workAddress.country,segmentMembership"
@@ -121,7 +120,7 @@ class AepClient:
             "mergePolicy": {"id": merge_policy_id},
             "filter": {
                 "segments": [
-                    {"segmentId": audience_id, "segmentNs": "ups", "status": list(EXPORT_STATUSES)}
+                    {"segmentId": audience_id, "segmentNs": "ups", "status": list(AUDIENCE_STATUSES)}
                     for audience_id in audience_ids
                 ]
             },
@@ -134,6 +133,11 @@ class AepClient:
 
     def get_export_job(self, job_id: str | int) -> dict[str, Any]:
         return self.hook.request_json("GET", f"{UPS}/export/jobs/{job_id}")
+
+    def cancel_export_job(self, job_id: str | int) -> dict[str, Any]:
+        """``DELETE /export/jobs/{id}`` (segmentation.yaml, ``cancelExportJob``: "Cancel or delete an export
+        job") → ``{status: bool, message}``."""
+        return self.hook.request_json("DELETE", f"{UPS}/export/jobs/{job_id}") or {}
 
     # --- Data Access ------------------------------------------------------------------------------
     def list_batch_files(self, batch_id: str) -> list[str]:
