@@ -6,26 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aep_support import seeded
+from aep_support import TaskStateStore, seeded
 from airflow.sdk.exceptions import TaskDeferred
 from sandbox_process import start_sandbox
 
 from audience_sync.clients.aep import AepClient
 from audience_sync.hooks.aep import AepHook
 from audience_sync.operators.aep import AepExportAbandoned, ExportAudiencesOperator
-
-
-class TaskStateStore:
-    """The two calls ResumableJobMixin makes on Airflow's task state store, kept across 'attempts'."""
-
-    def __init__(self) -> None:
-        self.values: dict = {}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def set(self, key, value, **_):
-        self.values[key] = value
 
 
 @pytest.fixture
