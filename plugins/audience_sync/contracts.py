@@ -229,7 +229,7 @@ class CommitResult(Contract):
 
 @dataclass(frozen=True)
 class ReportResult(Contract):
-    """``run_report``: the report's two files."""
+    """``run_report``: the report's two files (``report`` is the JSON one, as scripts read it)."""
 
-    report_json_path: str
-    report_md_path: str
+    report: str
+    report_md: str
