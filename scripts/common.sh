@@ -2,6 +2,9 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
+# The venv's bin first on PATH, as an activated venv would: `airflow standalone` starts its parts as
+# `airflow ...` from PATH, and they must be this project's Airflow.
+export PATH="$ROOT/.venv/bin:$PATH"
 export PYTHONPATH="$ROOT/include:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export SANDBOX_DIR="${SANDBOX_DIR:-$ROOT/data/sandbox}"
 export HUBSPOT_PORT="${HUBSPOT_PORT:-8081}" AEP_PORT="${AEP_PORT:-8082}"
@@ -11,10 +14,12 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 mkdir -p "$SANDBOX_DIR"
 
-# Point the Airflow connections at the sandbox unless the caller set real ones.
+# Point the Airflow connections at the sandbox unless the caller set real ones. HUBSPOT_CONN_FORM picks
+# hubspot_default's form: token, oauth, oauth-stale or token+oauth (default; see sandbox/connections.py).
 sandbox_connections() {
   if [[ -z "${AIRFLOW_CONN_HUBSPOT_DEFAULT:-}" && -z "${AIRFLOW_CONN_AEP_DEFAULT:-}" ]]; then
-    eval "$("$PY" -m sandbox.connections --hubspot-url "http://127.0.0.1:$HUBSPOT_PORT" --aep-url "http://127.0.0.1:$AEP_PORT")"
+    eval "$("$PY" -m sandbox.connections --hubspot-url "http://127.0.0.1:$HUBSPOT_PORT" \
+      --aep-url "http://127.0.0.1:$AEP_PORT" --hubspot-form "${HUBSPOT_CONN_FORM:-token+oauth}")"
   fi
 }
 

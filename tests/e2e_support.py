@@ -135,7 +135,12 @@ def upsert_requests(requests_log: list[dict]) -> list[dict]:
 
 
 def write_requests(requests_log: list[dict]) -> list[dict]:
-    return [r for r in requests_log if r["method"] in ("POST", "PATCH", "PUT", "DELETE") and "/search" not in r["path"]]
+    """Requests that change HubSpot's CRM data (searches and OAuth token refreshes change nothing)."""
+    return [
+        r
+        for r in requests_log
+        if r["method"] in ("POST", "PATCH", "PUT", "DELETE") and "/search" not in r["path"] and "/oauth/" not in r["path"]
+    ]
 
 
 def health(url: str) -> bool:

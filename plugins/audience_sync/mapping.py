@@ -31,6 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from audience_sync.config import load_sync_config, load_yaml
+from audience_sync.errors import InputError
+
 # developers.hubspot.com, CRM "Properties" API: string property values hold at most 65,536 characters.
 MAX_VALUE_LENGTH = 65_536
 # HubSpot internal property names: lowercase letters, digits, underscores, starting with a letter
@@ -68,11 +71,12 @@ REJECT_SCHEMA = pa.schema(
 )
 
 _TOP_KEYS = {"version", "fields", "governance"}
-_ROW_KEYS = {"source", "target", "fallback", "optional"}
+_ROW_KEYS = {"source", "target", "fallback", "optional", "on_missing"}
+ON_MISSING = ("clear", "keep")  # a value gone from AEP: clear the HubSpot property (send ""), or leave it
 _GOVERNANCE_KEYS = {"blocked_fields"}
 
 
-class MappingError(ValueError):
+class MappingError(InputError):
     """The mapping file, or the export it is applied to, cannot produce HubSpot contacts."""
 
 
@@ -86,6 +90,7 @@ class FieldMapping:
     target: str
     fallback: str | None = None
     optional: bool = False
+    on_missing: str = "clear"
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -110,6 +115,11 @@ class Mapping:
     def attributes(self) -> tuple[FieldMapping, ...]:
         return tuple(f for f in self.fields if f.target != "email")
 
+    @property
+    def keep_on_missing(self) -> list[str]:
+        """Targets never cleared when their value disappears (``incremental.plan(keep_on_missing=...)``)."""
+        return [f.target for f in self.attributes if f.on_missing == "keep"]
+
 
 @dataclass
 class MapResult:
@@ -121,15 +131,18 @@ class MapResult:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_mapping(path: str | os.PathLike, blocked_fields: tuple[str, ...] | list[str] = ()) -> Mapping:
-    """Parse and validate a mapping file; ``blocked_fields`` adds organisation-wide governance to the file's."""
+def load_mapping(path: str | os.PathLike, blocked_fields: tuple[str, ...] | list[str] | None = None) -> Mapping:
+    """Parse and validate a mapping file. ``blocked_fields`` (default: the sync config's, organisation-wide)
+    always apply: the file's own ``governance.blocked_fields`` can only add to them."""
+    if blocked_fields is None:
+        blocked_fields = load_sync_config().blocked_fields
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(f"mapping file {name}: cannot be read ({exc.strerror or exc})") from exc
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         raise MappingError(f"mapping file {name}: not valid YAML ({exc})") from exc
     if not isinstance(document, dict):
@@ -185,8 +198,15 @@ def _parse_rows(rows, name: str) -> tuple[FieldMapping, ...]:
             raise MappingError(f"{where}: optional must be true or false, got {optional!r}")
         if target == "email" and optional:
             raise MappingError(f"{where}: the email row cannot be optional, HubSpot upserts on it")
+        on_missing = row.get("on_missing", "clear")
+        if on_missing not in ON_MISSING:
+            raise MappingError(f"{where}: on_missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}")
+        if target == "email" and "on_missing" in row:
+            raise MappingError(f"{where}: on_missing does not apply to the email row")
         seen[target] = number
-        parsed.append(FieldMapping(source=source, target=target, fallback=fallback, optional=optional))
+        parsed.append(
+            FieldMapping(source=source, target=target, fallback=fallback, optional=optional, on_missing=on_missing)
+        )
     if "email" not in seen:
         raise MappingError(
             f"mapping file {name}: no row with target 'email'; HubSpot contacts are upserted on their email "

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from audience_sync.errors import ConfigurationError
+
 DEFAULT_PREFIX = "aep_"
 MAX_NAME_LENGTH = 100  # keeps names readable in HubSpot's UI; well under the API's limit
 
 
-class PropertyNameCollision(ValueError):
+class PropertyNameCollision(ConfigurationError):
     """Two audiences would write into the same HubSpot property."""
 
 
@@ -24,24 +26,44 @@ def audience_property_name(audience_name: str, prefix: str = DEFAULT_PREFIX) -> 
     folded = unicodedata.normalize("NFKD", audience_name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "_", folded.lower()).strip("_")
     if not slug:
-        raise ValueError(f"audience name {audience_name!r} has no letters or digits to build a property name from")
+        raise ConfigurationError(
+            f"audience name {audience_name!r} has no letters or digits to build a property name from"
+        )
     name = f"{prefix}{slug}"
     if not re.match(r"^[a-z]", name):
         name = f"a_{name}"
     return name[:MAX_NAME_LENGTH].rstrip("_")
 
 
-def audience_property_names(audiences: list[dict], prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """Audience id → property name, refusing two audiences that sanitise to one name."""
+def audience_property_names(
+    audiences: list[dict], prefix: str = DEFAULT_PREFIX, registry: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Audience id → property name, refusing two audiences that land on one name.
+
+    ``registry`` ({audience id: property name}, ``incremental.read_registry``) pins the name an audience
+    got first: renaming the audience in AEP changes its label in HubSpot, never its property. Names
+    the registry holds for audiences outside this run stay reserved, so a new audience cannot take one.
+    """
+    registry = registry or {}
     names: dict[str, str] = {}
-    owners: dict[str, dict] = {}
+    owners: dict[str, tuple[str, str]] = {name: (aid, "(registered earlier)") for aid, name in registry.items()}
     for audience in audiences:
-        name = audience_property_name(audience["name"], prefix)
-        if name in owners:
+        aid = audience["id"]
+        name = registry.get(aid) or audience_property_name(audience["name"], prefix)
+        owner = owners.get(name)
+        if owner is not None and owner[0] != aid:
+            other = next((a["name"] for a in audiences if a["id"] == owner[0]), None)
+            hint = "" if other else " (if that audience is gone for good, remove it from the registry file)"
             raise PropertyNameCollision(
-                f"audiences {owners[name]['name']!r} ({owners[name]['id']}) and {audience['name']!r} "
-                f"({audience['id']}) both map to HubSpot property {name!r}; rename one in AEP or change the prefix"
+                f"audiences {other or owner[1]!r} ({owner[0]}) and {audience['name']!r} ({aid}) both map to "
+                f"HubSpot property {name!r}; rename one in AEP or change the prefix{hint}"
             )
-        owners[name] = audience
-        names[audience["id"]] = name
+        owners[name] = (aid, audience["name"])
+        names[aid] = name
     return names
+
+
+def merge_registry(registry: dict[str, str], names: dict[str, str]) -> dict[str, str]:
+    """The registry plus this run's names; an audience already registered keeps its first name."""
+    return {**names, **registry}
+

@@ -70,6 +70,17 @@ def cases() -> dict[str, bytes]:
         ),
         "export_unsupported_type.json": b'{"_id": "p1"}\n',
         "export_value_too_long.csv": csv(GOOD_ROW, "p2,bob@example.com,,Bob," + "x" * 65_537 + ",realized,"),
+        "export_wrong_identity_namespace.csv": csv(
+            "p1,+33100000001,Ada,Lovelace,realized,2026-03-01T10:00:00Z",
+            "p2,+33100000002,Bob,Builder,realized,2026-03-01T10:00:00Z",
+            header="_id,identityMap.phone,person.name.firstName,person.name.lastName,"
+            "segmentMembership.ups.aud-gold.status,segmentMembership.ups.aud-gold.lastQualificationTime",
+        ),
+        "export_split_profile_gold.csv": csv(GOOD_ROW),
+        "export_split_profile_churn.csv": csv(
+            "p1,ada@example.com,,Ada,Lovelace,realized,2026-03-02T10:00:00Z",
+            header=HEADER.replace("aud-gold", "aud-churn"),
+        ),
         "export_bad_emails.csv": csv(
             GOOD_ROW,
             "p2,not-an-email,,Bob,Builder,realized,2026-03-01T10:00:00Z",
@@ -94,9 +105,16 @@ def cases() -> dict[str, bytes]:
         "mapping_missing_xdm_path.yaml": mapping("  - source: person.name.middleName\n    target: middlename\n"),
         "mapping_audience_target.yaml": mapping("  - source: person.name.firstName\n    target: aep_gold_members\n"),
         "mapping_bad_target_name.yaml": mapping("  - source: person.name.firstName\n    target: First Name\n"),
+        "mapping_duplicate_keys.yaml": mapping(
+            "  - source: person.name.firstName\n    target: firstname\n",
+            "governance:\n  blocked_fields: [person.gender]\ngovernance:\n  blocked_fields: []\n",
+        ),
+        # --- state --------------------------------------------------------------------------------
+        "snapshot_corrupt.parquet": b"PAR1" + b"\x00" * 64 + b"PAR1",
         # --- configuration ------------------------------------------------------------------------
         "config_batch_size_too_big.yaml": b"batch_size: 500\n",
         "config_unknown_setting.yaml": b"batch_sise: 50\n",
+        "config_duplicate_keys.yaml": b"max_exit_fraction: 0.10\nbatch_size: 100\nmax_exit_fraction: 1.0\n",
     }
 
 

@@ -61,7 +61,8 @@ def test_first_run_sends_everything_as_new(first_run):
     assert first_run.previous_snapshot_path is None
     frame = sent(first_run)
     assert sorted(frame.index) == ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"]
-    assert list(frame.columns) == COLUMNS[1:]
+    assert list(frame.columns) == [*COLUMNS[1:], "_write"]
+    assert set(frame["_write"]) == {"upsert"}
     assert first_run.sent_by_audience == {
         "aep_gold": {"existing": 1, "realized": 3},
         "aep_churn": {"existing": 1, "realized": 1},
@@ -94,6 +95,9 @@ def test_second_run_sends_only_new_changed_and_exited(tmp_path, first_run):
     assert frame.loc["c@x.com", "aep_churn"] == "existing"
     assert frame.loc["d@x.com", "aep_gold"] == "exited" and frame.loc["d@x.com", "firstname"] == "Dan"
     assert frame.loc["e@x.com", "aep_gold"] == "exited" and pd.isna(frame.loc["e@x.com", "firstname"])
+    # absent from the export: an update that can never create the contact; the others are upserts
+    assert frame.loc["e@x.com", "_write"] == "update"
+    assert set(frame.drop(index="e@x.com")["_write"]) == {"upsert"}
     assert pd.isna(frame.loc["e@x.com", "aep_churn"])  # never a member: nothing to exit
     assert result.sent_by_audience["aep_gold"] == {"exited": 2, "realized": 2}
 
@@ -113,6 +117,7 @@ def test_full_refresh_sends_everything_and_still_snapshots(tmp_path, first_run):
     )
     assert result.counts["unchanged"] == 4 and result.counts["exited"] == 1
     assert result.counts["to_send"] == 5  # four unchanged ones plus e@x.com's exit
+    assert sent(result).loc["e@x.com", "_write"] == "update"
     assert sorted(sent(result).index) == ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"]
     assert len(snapshot(result.next_snapshot_path)) == 5
 

@@ -84,6 +84,13 @@ def test_custom_rows_and_optional_flag(tmp_path):
             VALID_ROWS + "  - source: person.name.lastName\n    target: lastname\n    optional: 'yes'\n",
             "optional must be true or false",
         ),
+        (
+            VALID_ROWS + "  - source: workAddress.city\n    target: city\n    on_missing: drop\n",
+            "on_missing must be one of",
+        ),
+        (VALID_ROWS.replace("target: email\n", "target: email\n    on_missing: keep\n"), "does not apply to the email"),
+        (VALID_ROWS + "fields: []\n", "found duplicate key 'fields'"),
+        (VALID_ROWS + "  - source: a.b\n    source: c.d\n    target: x\n", "found duplicate key 'source'"),
     ],
 )
 def test_malformed_mapping_files_name_the_problem_and_the_file(tmp_path, text, expected):
@@ -128,3 +135,23 @@ def test_governance_blocks_a_parent_that_contains_a_blocked_field(tmp_path):
 def test_default_mapping_plus_organisation_policy(tmp_path):
     with pytest.raises(GovernanceError, match="workAddress"):
         load_mapping(DEFAULT, blocked_fields=["workAddress"])
+
+
+def test_on_missing_defaults_to_clear_and_can_keep(tmp_path):
+    mapping = load_mapping(
+        write(tmp_path, VALID_ROWS + "  - source: workAddress.city\n    target: city\n    on_missing: keep\n")
+    )
+    assert [f.on_missing for f in mapping.attributes] == ["clear", "keep"]
+    assert mapping.keep_on_missing == ["city"]
+
+
+def test_governance_of_the_sync_config_applies_to_any_mapping_file(tmp_path):
+    """A user-chosen mapping file without a governance section cannot send a blocked field."""
+    path = write(tmp_path, VALID_ROWS + "  - source: person.gender\n    target: gender\n")
+    with pytest.raises(GovernanceError, match="person.gender"):
+        load_mapping(path)
+    # the mapping file may add blocked fields on top of the configuration's
+    added = write(tmp_path, VALID_ROWS + "governance:\n  blocked_fields: [person.name.firstName]\n")
+    with pytest.raises(GovernanceError, match="firstname <- person.name.firstName"):
+        load_mapping(added, blocked_fields=["person.gender"])
+    assert "person.gender" in load_mapping(write(tmp_path, VALID_ROWS)).blocked_fields

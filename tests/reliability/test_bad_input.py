@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from audience_sync import file_exports, mapping
+from audience_sync import file_exports, incremental, mapping
 from audience_sync.clients.aep import AepClient, UnknownAudienceError
-from audience_sync.config import ConfigError, load_sync_config
+from audience_sync.config import ConfigError, check_input_size, load_sync_config, resolve_within_roots
+from audience_sync.errors import ConfigurationError, InputError, PermanentError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.naming import PropertyNameCollision, audience_property_names
 from audience_sync.operators.hubspot import EnsureAudiencePropertiesOperator, PropertySetupError
@@ -25,22 +26,24 @@ AUDIENCES = {"aud-gold": "aep_gold_members"}
 
 
 def assert_clear(error: BaseException, *names: str) -> None:
-    """A product error (a ValueError subclass, not a bare built-in) whose message names the cause."""
-    assert isinstance(error, ValueError) and type(error) is not ValueError, type(error)
+    """A product error (a PermanentError or ValueError subclass, not a bare built-in) whose message
+    names the cause."""
+    assert isinstance(error, (PermanentError, ValueError)) and type(error) is not ValueError, type(error)
     message = str(error)
     assert message and "Traceback" not in message
     for name in names:
         assert name in message, f"{name!r} not in {message!r}"
 
 
-def map_file(name: str, tmp_path: Path, mapping_path: Path = DEFAULT_MAPPING) -> mapping.MapResult:
+def map_file(name: str, tmp_path: Path, mapping_path: Path = DEFAULT_MAPPING, audiences=AUDIENCES) -> mapping.MapResult:
     """A file-based export as the DAG treats it: converted to the export schema, then mapped."""
     source = CORPUS / name
     with source.open("rb") as handle:
         table = file_exports.read_export_file(handle, str(source))
+    tmp_path.mkdir(parents=True, exist_ok=True)
     part = tmp_path / "part-00000.parquet"
     pq.write_table(table, part)
-    return mapping.map_export([str(part)], mapping.load_mapping(mapping_path), AUDIENCES, out_dir=str(tmp_path / "map"))
+    return mapping.map_export([str(part)], mapping.load_mapping(mapping_path), audiences, out_dir=str(tmp_path / "map"))
 
 
 # name → (error type, fragments the message must hold)
@@ -108,6 +111,7 @@ MAPPING_ERRORS = {
     "mapping_optional_email.yaml": (mapping.MappingError, ["email row cannot be optional"]),
     "mapping_bad_version.yaml": (mapping.MappingError, ["version 2 is not supported"]),
     "mapping_bad_target_name.yaml": (mapping.MappingError, ["'First Name' is not a HubSpot property name"]),
+    "mapping_duplicate_keys.yaml": (mapping.MappingError, ["found duplicate key 'governance'", "line 8"]),
 }
 
 
@@ -138,6 +142,7 @@ def test_mapping_that_does_not_fit_the_export_fails_before_writing(name, fragmen
     [
         ("config_batch_size_too_big.yaml", ["batch_size must be between 1 and 100"]),
         ("config_unknown_setting.yaml", ["unknown setting(s) batch_sise"]),
+        ("config_duplicate_keys.yaml", ["found duplicate key 'max_exit_fraction'", "first at line 1"]),
     ],
 )
 def test_bad_sync_configuration_fails_naming_the_setting(name, fragments):
@@ -171,6 +176,101 @@ def test_bad_run_params_are_refused_by_the_dag(param, value):
     with pytest.raises(ParamValidationError) as error:
         params[param] = value
     assert param in str(error.value) or str(value) in str(error.value)
+
+
+# --- issue 13: guards before any write --------------------------------------------------------------
+def snapshot_from(name: str, tmp_path: Path, audiences=AUDIENCES) -> str:
+    """The snapshot a previous good run of the ``name`` export would have left."""
+    result = map_file(name, tmp_path / "before", audiences=audiences)
+    planned = incremental.plan(result.mapped_paths, None, list(audiences.values()), False, str(tmp_path / "p0"))
+    return planned.next_snapshot_path
+
+
+def test_empty_export_against_a_non_empty_snapshot_is_blocked(tmp_path):
+    previous = snapshot_from("export_bad_emails.csv", tmp_path)
+    result = map_file("export_empty.csv", tmp_path)
+    planned = incremental.plan(result.mapped_paths, previous, list(AUDIENCES.values()), False, str(tmp_path / "p"))
+    with pytest.raises(incremental.MassChangeBlocked) as error:
+        incremental.check_mass_change(planned.counts, result.counts, 0.10, 0.05)
+    assert_clear(error.value, "the export is empty", "1 contacts", "allow_mass_change", "nothing was written")
+
+
+def test_identity_namespace_rejecting_every_profile_is_blocked(tmp_path):
+    result = map_file("export_wrong_identity_namespace.csv", tmp_path)
+    assert result.counts["rejected_by_category"] == {"MISSING_EMAIL": 2} and result.counts["valid"] == 0
+    planned = incremental.plan(result.mapped_paths, None, list(AUDIENCES.values()), False, str(tmp_path / "p"))
+    with pytest.raises(incremental.MassChangeBlocked) as error:
+        incremental.check_mass_change(planned.counts, result.counts, 0.10, 0.05)
+    assert_clear(error.value, "2 of 2 exported profiles were rejected", "100.0%", "max_reject_fraction")
+
+
+def test_oversized_input_file_is_refused_before_reading():
+    path = CORPUS / "export_value_too_long.csv"
+    with pytest.raises(InputError) as error:
+        check_input_size(str(path), path.stat().st_size, 64 * 1024)
+    size = f"{path.stat().st_size:,} bytes"
+    assert_clear(error.value, "export_value_too_long.csv", size, "65,536 bytes", "max_input_bytes")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [str(CORPUS / "mapping_no_email.yaml"), "include/../tests/data/bad_inputs/mapping_no_email.yaml", "/etc/passwd"],
+)
+def test_mapping_or_source_paths_outside_the_allowed_roots_are_refused(value):
+    roots = load_sync_config().roots("s3://aws_default@bucket/sync")
+    with pytest.raises(ConfigurationError) as error:
+        resolve_within_roots(value, roots)
+    assert_clear(error.value, value)
+
+
+def test_corrupt_snapshot_fails_with_a_clear_error(tmp_path):
+    result = map_file("export_bad_emails.csv", tmp_path)
+    snapshot = str(CORPUS / "snapshot_corrupt.parquet")
+    with pytest.raises(InputError) as error:
+        incremental.plan(result.mapped_paths, snapshot, list(AUDIENCES.values()), False, str(tmp_path / "p"))
+    assert_clear(error.value, "snapshot_corrupt.parquet", "not a readable Parquet file", "full_refresh")
+
+
+SPLIT = {"aud-gold": "aep_gold_members", "aud-churn": "aep_churn_risk"}
+
+
+def map_split(tmp_path: Path) -> mapping.MapResult:
+    parts = []
+    for number, name in enumerate(["export_split_profile_gold.csv", "export_split_profile_churn.csv"]):
+        with (CORPUS / name).open("rb") as handle:
+            table = file_exports.read_export_file(handle, name)
+        parts.append(tmp_path / f"part-{number:05d}.parquet")
+        pq.write_table(table, parts[-1])
+    rules = mapping.load_mapping(DEFAULT_MAPPING)
+    return mapping.map_export([str(p) for p in parts], rules, SPLIT, str(tmp_path / "map"))
+
+
+def test_profile_split_across_per_audience_files_is_never_dropped_silently(tmp_path):
+    """Today the later file's row wins and the other is a DUPLICATE_EMAIL reject naming the winner."""
+    result = map_split(tmp_path)
+    assert result.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 1}
+    (reject,) = pq.read_table(result.rejects_path).to_pylist()
+    assert reject["record_id"] == "p1" and "wins" in reject["reason"]
+
+
+@pytest.mark.xfail(strict=True, reason="merging a profile's memberships across rows belongs to mapping's dedup")
+def test_profile_split_across_per_audience_files_keeps_both_memberships(tmp_path):
+    result = map_split(tmp_path)
+    (row,) = pq.read_table(result.mapped_paths[0]).to_pylist()
+    assert (row["aep_gold_members"], row["aep_churn_risk"]) == ("realized", "realized")
+
+
+def test_contacts_deleted_or_merged_in_hubspot_leave_the_snapshot(tmp_path):
+    previous = snapshot_from("export_bad_emails.csv", tmp_path)
+    result = map_file("export_empty.csv", tmp_path)
+    planned = incremental.plan(result.mapped_paths, previous, list(AUDIENCES.values()), False, str(tmp_path / "p"))
+    (sent,) = [pq.read_table(p).to_pylist() for p in planned.send_paths]
+    assert [(r["email"], r["_write"]) for r in sent] == [("ada@example.com", "update")]  # never a create
+    candidate, counts = incremental.build_candidate(
+        planned.next_snapshot_path, [], ["ada@example.com"], previous, False, str(tmp_path / "candidate.parquet")
+    )
+    assert counts["gone_in_hubspot"] == 1
+    assert incremental.expected_counts(candidate, list(AUDIENCES.values())) == {"aep_gold_members": {}}
 
 
 # --- against the sandboxes ------------------------------------------------------------------------

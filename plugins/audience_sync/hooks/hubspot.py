@@ -162,6 +162,13 @@ class HubSpotHook(RetryingApiHook):
             mask_secret(self._access_token)
             return self._access_token
 
+    def oauth_access_token(self) -> str:
+        """A freshly refreshed access token of the connection's OAuth app, even when a password is set:
+        AEP's Flow Service HubSpot source takes the OAuth app's tokens, never a private-app token."""
+        with self._token_lock:
+            self._refresh()
+            return self._access_token
+
     def _refresh(self) -> None:
         """``POST /oauth/<v>/token`` form-encoded (refs "Refresh an access token", 2026-03 and legacy v1).
         Runs outside the retrying session: that session's auth would ask for the token being refreshed."""

@@ -13,18 +13,21 @@ from airflow.sdk.log import mask_secret
 
 from audience_sync import file_exports, source_files, storage
 from audience_sync.clients.aep import HUBSPOT_CONNECTION_SPEC_ID, AepClient, parquet_footer
+from audience_sync.config import FLOW_SERVICE_MODES, load_sync_config
 from audience_sync.constants import ExportJobStatus
 from audience_sync.contracts import Audience, ExportResult
 from audience_sync.errors import ConfigurationError, PermanentError
 from audience_sync.hooks.aep import AepHook
+from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.templating import rendered_bool, rendered_list, rendered_optional
 from audience_sync.triggers.aep_export import AepExportJobTrigger, wait_outcome
 
 DEFAULT_CONNECTION_NAME = "HubSpot connection (Airflow audience sync)"
-HUBSPOT_OAUTH_EXTRAS = {  # Airflow extra → Flow Service auth param (seeds 000-003)
+# The HubSpot OAuth app in the Airflow connection's extras → Flow Service auth params (seeds 000-003). The
+# fourth param, accessToken, is never read from the connection: connect refreshes one through HubSpot.
+HUBSPOT_OAUTH_EXTRAS = {
     "client_id": "clientId",
     "client_secret": "clientSecret",
-    "access_token": "accessToken",
     "refresh_token": "refreshToken",
 }
 
@@ -37,27 +40,34 @@ class AepExportAbandoned(PermanentError):
     """The export job was cancelled, or reported a status AEP does not document: waiting cannot end it."""
 
 
-def hubspot_flow_credentials(hubspot_conn_id: str) -> dict[str, str]:
-    """The HubSpot OAuth app's credentials from the HubSpot Airflow connection's extras, masked at once."""
-    extra = BaseHook.get_connection(hubspot_conn_id).extra_dejson
-    missing = [name for name in HUBSPOT_OAUTH_EXTRAS if not extra.get(name)]
+def hubspot_flow_credentials(hubspot_conn_id: str) -> dict[str, str] | None:
+    """The Flow Service auth params of the HubSpot connection's OAuth app, with an access token refreshed
+    just now through HubSpot's token endpoint (an ``access_token`` extra may be stale). ``None`` when the
+    connection holds no OAuth app (a private-app token or service key only); a partial app is an error."""
+    hook = HubSpotHook(hubspot_conn_id)
+    extras = hook.extras
+    present = [name for name in HUBSPOT_OAUTH_EXTRAS if extras.get(name)]
+    if not present:
+        return None
+    missing = [name for name in HUBSPOT_OAUTH_EXTRAS if name not in present]
     if missing:
-        raise ValueError(
+        raise ConfigurationError(
             f"Airflow connection {hubspot_conn_id!r} lacks extra(s) {', '.join(missing)}: the Flow Service "
-            "HubSpot connection needs the OAuth app's client_id, client_secret, access_token and refresh_token"
+            "HubSpot connection needs the OAuth app's client_id, client_secret and refresh_token"
         )
-    for name in HUBSPOT_OAUTH_EXTRAS:
-        mask_secret(extra[name])
-    return {param: extra[name] for name, param in HUBSPOT_OAUTH_EXTRAS.items()}
+    for name in ("client_secret", "refresh_token"):
+        mask_secret(extras[name])
+    params = {param: extras[name] for name, param in HUBSPOT_OAUTH_EXTRAS.items()}
+    return {**params, "accessToken": hook.oauth_access_token()}
 
 
 def hubspot_connection_payload(name: str, description: str, auth_params: dict[str, str]) -> dict[str, Any]:
     """The ``POST /connections`` body of Adobe's HubSpot source tutorial (seeds 000-003)."""
     if not name or not name.strip():
-        raise ValueError("the Flow Service connection needs a non-empty name")
-    missing = [param for param in HUBSPOT_OAUTH_EXTRAS.values() if not auth_params.get(param)]
+        raise ConfigurationError("the Flow Service connection needs a non-empty name")
+    missing = [param for param in (*HUBSPOT_OAUTH_EXTRAS.values(), "accessToken") if not auth_params.get(param)]
     if missing:
-        raise ValueError(f"HubSpot auth params missing: {', '.join(missing)}")
+        raise ConfigurationError(f"HubSpot auth params missing: {', '.join(missing)}")
     return {
         "name": name,
         "description": description,
@@ -74,10 +84,15 @@ def _is_enabled(resource: dict[str, Any]) -> bool:
 class EnsureHubSpotConnectionOperator(BaseOperator):
     """Idempotently makes sure AEP has one enabled Flow Service base connection to HubSpot with this name.
 
-    Returns ``{connection_id, etag, created}`` (plus ``dry_run``); never a credential.
+    The HubSpot source takes an OAuth app only. ``flow_service_connection`` (default: the sync config's):
+    ``auto`` makes the connection when ``hubspot_conn_id`` holds an OAuth app and otherwise skips it,
+    ``required`` fails without one, ``off`` skips it without calling AEP. A skip never fails the sync.
+
+    Returns ``{connection_id, etag, created, dry_run, skipped}`` (``skipped``: why no connection was made,
+    else None); never a credential.
     """
 
-    template_fields: Sequence[str] = ("name", "description", "dry_run")
+    template_fields: Sequence[str] = ("name", "description", "dry_run", "flow_service_connection")
 
     def __init__(
         self,
@@ -87,6 +102,7 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
         aep_conn_id: str = AepHook.default_conn_name,
         hubspot_conn_id: str = "hubspot_default",
         dry_run: bool = False,
+        flow_service_connection: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,38 +111,70 @@ class EnsureHubSpotConnectionOperator(BaseOperator):
         self.aep_conn_id = aep_conn_id
         self.hubspot_conn_id = hubspot_conn_id
         self.dry_run = dry_run
+        self.flow_service_connection = flow_service_connection
 
     def execute(self, context) -> dict[str, Any]:
         dry_run = rendered_bool(self.dry_run)
-        client = AepClient(AepHook(self.aep_conn_id))
+        mode = self._mode()
+        if mode == "off":
+            return self._skipped("flow_service_connection is 'off' in the sync config", dry_run)
         credentials = hubspot_flow_credentials(self.hubspot_conn_id)
+        if credentials is None:
+            reason = (
+                f"Airflow connection {self.hubspot_conn_id!r} holds no HubSpot OAuth app (extras client_id, "
+                "client_secret, refresh_token), and AEP's Flow Service HubSpot source accepts nothing else "
+                "(a private-app token or service key cannot make it)"
+            )
+            if mode == "required":
+                raise ConfigurationError(f"{reason}; flow_service_connection is 'required'")
+            return self._skipped(reason, dry_run)
+        self.log.info("HubSpot OAuth access token refreshed for the Flow Service connection")
         payload = hubspot_connection_payload(self.name, self.description, credentials)
+        client = AepClient(AepHook(self.aep_conn_id))
         existing = self._existing(client)
         if existing is not None:
             if not _is_enabled(existing):
-                raise RuntimeError(
+                raise ConfigurationError(
                     f"AEP connection {existing['id']} named {self.name!r} exists but is {existing.get('state')!r}, "
                     "not enabled; enable or delete it in AEP, then rerun"
                 )
             self.log.info("AEP HubSpot connection %s already exists; nothing to do", existing["id"])
-            return {"connection_id": existing["id"], "etag": existing.get("etag"), "created": False,
-                    "dry_run": dry_run}
+            return self._result(existing["id"], existing.get("etag"), False, dry_run)
         spec = client.get_connection_spec(HUBSPOT_CONNECTION_SPEC_ID)
         if not _is_enabled(spec):
-            raise RuntimeError(f"AEP connection spec {HUBSPOT_CONNECTION_SPEC_ID} (HubSpot) is {spec.get('state')!r}")
+            raise PermanentError(f"AEP connection spec {HUBSPOT_CONNECTION_SPEC_ID} (HubSpot) is {spec.get('state')!r}")
         if dry_run:
             self.log.info("Dry run: credentials, connection spec and payload are valid; would create %r", self.name)
-            return {"connection_id": None, "etag": None, "created": False, "dry_run": True}
+            return self._result(None, None, False, True)
         created = client.create_connection(payload)
         self.log.info("Created AEP HubSpot connection %s", created["id"])
-        return {"connection_id": created["id"], "etag": created.get("etag"), "created": True, "dry_run": False}
+        return self._result(created["id"], created.get("etag"), True, False)
+
+    def _mode(self) -> str:
+        mode = rendered_optional(self.flow_service_connection) or load_sync_config().flow_service_connection
+        if mode not in FLOW_SERVICE_MODES:
+            raise ConfigurationError(
+                f"flow_service_connection must be one of {', '.join(FLOW_SERVICE_MODES)}, not {mode!r}"
+            )
+        return mode
+
+    def _skipped(self, reason: str, dry_run: bool) -> dict[str, Any]:
+        self.log.warning("AEP Flow Service HubSpot connection skipped: %s", reason)
+        return self._result(None, None, False, dry_run, skipped=reason)
+
+    @staticmethod
+    def _result(
+        connection_id: str | None, etag: str | None, created: bool, dry_run: bool, skipped: str | None = None
+    ) -> dict[str, Any]:
+        return {"connection_id": connection_id, "etag": etag, "created": created, "dry_run": dry_run,
+                "skipped": skipped}
 
     def _existing(self, client: AepClient) -> dict[str, Any] | None:
         connections = client.list_connections(f"connectionSpec.id=={HUBSPOT_CONNECTION_SPEC_ID}")
         named = [c for c in connections if c.get("name") == self.name]
         if len(named) > 1:
             ids = ", ".join(c["id"] for c in named)
-            raise RuntimeError(f"{len(named)} AEP HubSpot connections are named {self.name!r} ({ids}); keep one")
+            raise ConfigurationError(f"{len(named)} AEP HubSpot connections are named {self.name!r} ({ids}); keep one")
         return named[0] if named else None
 
 
