@@ -85,6 +85,11 @@ with DAG(
         "full_refresh": Param(
             False, type="boolean", description="Resend every contact instead of only what changed since the last run."
         ),
+        "allow_mass_change": Param(
+            False,
+            type="boolean",
+            description="Let this run through the mass-change guard (many exits, cleared values or rejects) on purpose.",
+        ),
         "batch_size": Param(
             config.batch_size,
             type="integer",
@@ -133,8 +138,11 @@ with DAG(
     plan = PlanSyncOperator(
         task_id="plan_sync",
         mapped=map_contacts.output,
+        max_exit_fraction=config.max_exit_fraction,
+        max_reject_fraction=config.max_reject_fraction,
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
+        allow_mass_change="{{ params.allow_mass_change }}",
         chunk_rows=config.chunk_rows,
     )
 

@@ -114,6 +114,7 @@ class MapResult(Contract):
     duration_s: float
     audiences: tuple[Audience, ...]
     target_properties: tuple[str, ...]
+    keep_on_missing: tuple[str, ...] = ()  # mapped properties never cleared (mapping ``on_missing: keep``)
 
     @classmethod
     def _convert(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class MapResult(Contract):
             "mapped_paths": tuple(values["mapped_paths"]),
             "audiences": _audiences(values["audiences"]),
             "target_properties": tuple(values["target_properties"]),
+            "keep_on_missing": tuple(values.get("keep_on_missing") or ()),
         }
 
     @property
@@ -131,16 +133,20 @@ class MapResult(Contract):
 
 @dataclass(frozen=True)
 class PlanResult(Contract):
-    """``plan_sync``: what this run sends, and the snapshot it would commit once HubSpot confirmed it."""
+    """``plan_sync``: what this run sends, and the snapshot it would commit once HubSpot confirmed it.
+    ``snapshot_version``: the content hash of the snapshot planned on ("" = none), which the commit checks;
+    ``guard``: the mass-change guard's numbers (``incremental.check_mass_change``)."""
 
     send_paths: tuple[str, ...]
     next_snapshot_path: str
     previous_snapshot_path: str | None
-    counts: Counts  # new, changed, exited, unchanged, held, absent, to_send
+    counts: Counts  # new, changed, exited, unchanged, held, absent, to_send, previous, exiting, ...
     sent_by_audience: StatusCounts
     duration_s: float
     dry_run: bool
     full_refresh: bool
+    snapshot_version: str = ""
+    guard: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _convert(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +196,8 @@ class SnapshotCandidate(Contract):
     snapshot_candidate_path: str
     expected_counts_path: str
     upsert_rejected: int
+    gone_in_hubspot: int
+    planned_snapshot_version: str  # the commit refuses a snapshot that moved since
 
 
 @dataclass(frozen=True)
@@ -222,9 +230,10 @@ class ValidationResult(Contract):
 
 @dataclass(frozen=True)
 class CommitResult(Contract):
-    """``commit_snapshot``: where the snapshot now is."""
+    """``commit_snapshot``: where the snapshot now is, and its version record (sha256, generation, run_id)."""
 
     snapshot_path: str
+    version: dict[str, Any]
 
 
 @dataclass(frozen=True)

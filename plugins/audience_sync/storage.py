@@ -112,11 +112,15 @@ def write_bytes_atomically(data: bytes, path: str | ObjectStoragePath) -> str:
     return str(path)
 
 
-def copy_atomically(source: str | ObjectStoragePath, target: str | ObjectStoragePath) -> str:
-    """Stream ``source`` to ``target`` through :func:`atomic_path` (memory stays bounded whatever the size)."""
-    with as_path(source).open("rb") as reader, atomic_path(target) as tmp, tmp.open("wb") as writer:
-        shutil.copyfileobj(reader, writer, length=8 << 20)
-    return str(target)
+def download_to(path: str | ObjectStoragePath, local: str) -> None:
+    """Put ``path`` at the plain file ``local`` (for code that works on local files, e.g. in a
+    :func:`staged_folder`): nothing to do when it is that file already, or does not exist."""
+    path = as_path(path)
+    if local_or_none(path) == local or not path.exists():
+        return
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    with path.open("rb") as source, open(local, "wb") as sink:
+        shutil.copyfileobj(source, sink, length=8 << 20)
 
 
 def write_json(data: Any, path: str | ObjectStoragePath) -> str:

@@ -105,6 +105,7 @@ class MapContactsOperator(BaseOperator):
                 Audience(a.id, a.name, a.namespace, properties[a.id]) for a in export.audiences
             ),
             target_properties=tuple(contact_mapping.target_properties),
+            keep_on_missing=tuple(contact_mapping.keep_on_missing),
         )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
@@ -116,27 +117,44 @@ class MapContactsOperator(BaseOperator):
 
 class PlanSyncOperator(BaseOperator):
     """Diff the mapped contacts with the last committed snapshot (``incremental.plan``): what to send, and
-    the snapshot the run would commit. Writes nothing outside the run folder.
+    the snapshot the run would commit, with the version of the snapshot planned on. Then the mass-change
+    guard (``incremental.check_mass_change``) stops a plan that looks like broken input before any write.
+    Writes nothing outside the run folder.
 
     :param mapped: the map task's :class:`~audience_sync.contracts.MapResult` (an XComArg).
+    :param max_exit_fraction: the guard's limit on contacts exiting or losing a value (sync config).
+    :param max_reject_fraction: the guard's limit on exported profiles rejected by the mapping (sync config).
     :param full_refresh: resend every contact; templated from the run's params (a bool when rendered natively).
-    :param dry_run: plan only; templated from the run's params.
+    :param dry_run: plan only (the guard then reports instead of stopping); templated from the run's params.
+    :param allow_mass_change: let one run through the guard on purpose; templated from the run's params.
     :param chunk_rows: rows per send chunk (one upsert task each).
     :return: the chunks to upsert (empty in a dry run): the mapped upsert expands over them, and Airflow
         maps only over a return value. The :class:`~audience_sync.contracts.PlanResult` goes to the XCom
         key ``plan`` (``result_key``).
     """
 
-    template_fields: Sequence[str] = ("mapped", "full_refresh", "dry_run")
+    template_fields: Sequence[str] = ("mapped", "full_refresh", "dry_run", "allow_mass_change")
     result_key = "plan"
 
     def __init__(
-        self, *, mapped: Any, full_refresh: Any = False, dry_run: Any = False, chunk_rows: int = 10_000, **kwargs: Any
+        self,
+        *,
+        mapped: Any,
+        max_exit_fraction: float,
+        max_reject_fraction: float,
+        full_refresh: Any = False,
+        dry_run: Any = False,
+        allow_mass_change: Any = False,
+        chunk_rows: int = 10_000,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.mapped = mapped
+        self.max_exit_fraction = float(max_exit_fraction)
+        self.max_reject_fraction = float(max_reject_fraction)
         self.full_refresh = full_refresh
         self.dry_run = dry_run
+        self.allow_mass_change = allow_mass_change
         self.chunk_rows = int(chunk_rows)
 
     def execute(self, context: Context) -> list[str]:
@@ -158,6 +176,14 @@ class PlanSyncOperator(BaseOperator):
                 out_dir=os.path.join(work, "plan"),
                 chunk_rows=self.chunk_rows,
                 hold_emails=incremental.rejected_emails(local_rejects),
+                keep_on_missing=list(mapped.keep_on_missing),
+            )
+            guard = incremental.check_mass_change(
+                plan.counts,
+                mapped.counts,
+                self.max_exit_fraction,
+                self.max_reject_fraction,
+                allow=dry_run or rendered_bool(self.allow_mass_change),
             )
             send_paths = tuple(published(p) for p in plan.send_paths)
             next_snapshot = published(plan.next_snapshot_path)
@@ -171,7 +197,11 @@ class PlanSyncOperator(BaseOperator):
             duration_s=round(time.monotonic() - started, 3),
             dry_run=dry_run,
             full_refresh=plan.full_refresh,
+            snapshot_version=plan.snapshot_version,
+            guard=guard,
         )
+        if guard["blocked_because"]:
+            log.warning("mass-change guard (%s): %s", "dry run" if dry_run else "allowed", guard["blocked_because"])
         context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
         return [] if dry_run else list(send_paths)
 
@@ -188,8 +218,9 @@ def _summaries(upsert_results: Any) -> list[UpsertSummary]:
 
 
 class BuildSnapshotCandidateOperator(BaseOperator):
-    """Build the snapshot candidate (the plan's next snapshot, minus records HubSpot rejected, so they are
-    retried next run) and the counts HubSpot should hold (``expected_counts.json``). Commits nothing.
+    """Build the snapshot candidate (``incremental.build_candidate``: the plan's next snapshot, where records
+    HubSpot rejected get their previous row back, so they are retried next run, and contacts HubSpot no
+    longer has leave) and the counts HubSpot should hold (``expected_counts.json``). Commits nothing.
 
     :param plan: the plan task's :class:`~audience_sync.contracts.PlanResult` (an XComArg).
     :param mapped: the map task's :class:`~audience_sync.contracts.MapResult` (for the audience properties).
@@ -218,23 +249,32 @@ class BuildSnapshotCandidateOperator(BaseOperator):
             rejected: list[str] = []
             for rejects in storage.fetched([s.rejects_path for s in summaries], downloads):
                 rejected += incremental.rejected_emails(rejects, exclude_categories=())
+            gone: list[str] = []
+            for gone_file in storage.fetched([s.gone_path for s in summaries if s.gone_path], downloads):
+                gone += storage.read_table(gone_file, columns=["email"]).column("email").drop_null().to_pylist()
             previous = plan.previous_snapshot_path
-            local_candidate = incremental.next_snapshot_without(
+            local_candidate, kept_out = incremental.build_candidate(
                 storage.fetched([plan.next_snapshot_path], downloads)[0],
                 rejected,
-                previous_snapshot_path=storage.fetched([previous], downloads)[0] if previous else None,
+                gone,
+                storage.fetched([previous], downloads)[0] if previous else None,
+                plan.full_refresh,
                 out_path=os.path.join(work, "snapshot-candidate.parquet"),
             )
             expected = incremental.expected_counts(local_candidate, mapped.audience_properties)
             candidate = published(local_candidate)
         expected_path = storage.write_json(expected, run_dir / "expected_counts.json")
-        log.info("snapshot candidate keeps %d upsert-rejected record(s) out; expected counts written", len(rejected))
-        return SnapshotCandidate(candidate, expected_path, len(rejected)).to_xcom()
+        log.info("snapshot candidate: %s; expected counts written", kept_out)
+        return SnapshotCandidate(
+            candidate, expected_path, kept_out["upsert_rejected"], kept_out["gone_in_hubspot"], plan.snapshot_version
+        ).to_xcom()
 
 
 class CommitSnapshotOperator(BaseOperator):
     """Commit the validated snapshot candidate: the next run diffs against it. The only writer of the
-    snapshot; it runs after ``validate_counts``, so a failed or unconfirmed run never advances it.
+    snapshot; it runs after ``validate_counts``, so a failed or unconfirmed run never advances it, and
+    ``incremental.commit_snapshot`` refuses (``SnapshotMoved``) when the snapshot is no longer the version
+    the run planned on. Works on a local copy of the state folder when it lives on object storage.
 
     :param candidate: the :class:`~audience_sync.contracts.SnapshotCandidate` (an XComArg).
     :return: a :class:`~audience_sync.contracts.CommitResult`, as a dict.
@@ -249,9 +289,20 @@ class CommitSnapshotOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         candidate = SnapshotCandidate.from_xcom(self.candidate)
         snapshot = storage.snapshot_path(context["dag"].dag_id)
-        storage.copy_atomically(candidate.snapshot_candidate_path, snapshot)
-        log.info("snapshot committed to %s: the next run sends only what changes after this one", snapshot)
-        return CommitResult(str(snapshot)).to_xcom()
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            snapshot.parent
+        ) as (work, _):
+            for name in (snapshot.name, snapshot.name + incremental.VERSION_SUFFIX):
+                storage.download_to(snapshot.parent / name, os.path.join(work, name))
+            version = incremental.commit_snapshot(
+                storage.fetched([candidate.snapshot_candidate_path], downloads)[0],
+                os.path.join(work, snapshot.name),
+                candidate.planned_snapshot_version,
+                context["run_id"],
+            )
+        log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
+                 snapshot, version.get("generation"))
+        return CommitResult(str(snapshot), version).to_xcom()
 
 
 class RunReportOperator(BaseOperator):
