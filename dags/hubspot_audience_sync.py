@@ -3,8 +3,9 @@
 
 Keeps HubSpot contacts in step with Adobe Experience Platform audiences, nightly or on demand.
 
-connect → export audiences → map contacts → (dry run?) → ensure audience properties →
-upsert contacts (mapped over chunks, pool `hubspot_api`) → finalise snapshot → validate counts → report
+connect → export audiences → map contacts → plan sync → (dry run?) → ensure audience properties →
+upsert contacts (mapped over chunks, pool `hubspot_api`) → build snapshot candidate → validate counts →
+commit snapshot; the run report runs last whatever happened (failures, skips, dry runs).
 
 Scheduled runs take their audiences from `include/sync_config.yaml`; manual runs can override
 everything in the trigger form. Every run writes `report.json` and `report.md` under
@@ -19,6 +20,7 @@ import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Asset, Param
 from audience_sync.config import load_sync_config
+from audience_sync.constants import MAX_BATCH
 from audience_sync.operators.aep import EnsureHubSpotConnectionOperator, ExportAudiencesOperator
 from audience_sync.operators.hubspot import (
     EnsureAudiencePropertiesOperator,
@@ -26,8 +28,10 @@ from audience_sync.operators.hubspot import (
     ValidateContactCountsOperator,
 )
 from audience_sync.operators.sync import (
-    FinalizeSnapshotOperator,
+    BuildSnapshotCandidateOperator,
+    CommitSnapshotOperator,
     MapContactsOperator,
+    PlanSyncOperator,
     RunReportOperator,
     choose_writes,
     log_failure_summary,
@@ -81,8 +85,17 @@ with DAG(
         "full_refresh": Param(
             False, type="boolean", description="Resend every contact instead of only what changed since the last run."
         ),
+        "allow_mass_change": Param(
+            False,
+            type="boolean",
+            description="Let this run through the mass-change guard (many exits, cleared values or rejects) on purpose.",
+        ),
         "batch_size": Param(
-            config.batch_size, type="integer", minimum=1, maximum=100, description="Contacts per HubSpot batch request."
+            config.batch_size,
+            type="integer",
+            minimum=1,
+            maximum=MAX_BATCH,
+            description="Contacts per HubSpot batch request.",
         ),
         "export_dataset_id": Param(
             None,
@@ -118,21 +131,29 @@ with DAG(
         export=export.output,
         mapping_path="{{ params.mapping }}",
         property_prefix=config.property_prefix,
-        full_refresh="{{ params.full_refresh }}",
-        dry_run="{{ params.dry_run }}",
         chunk_rows=config.chunk_rows,
         outlets=[MAPPED_CONTACTS],
     )
 
-    choose_writes = BranchPythonOperator(task_id="dry_run_or_write", python_callable=choose_writes)
+    plan = PlanSyncOperator(
+        task_id="plan_sync",
+        mapped=map_contacts.output,
+        max_exit_fraction=config.max_exit_fraction,
+        max_reject_fraction=config.max_reject_fraction,
+        full_refresh="{{ params.full_refresh }}",
+        dry_run="{{ params.dry_run }}",
+        allow_mass_change="{{ params.allow_mass_change }}",
+        chunk_rows=config.chunk_rows,
+    )
 
     ensure_properties = EnsureAudiencePropertiesOperator(
         task_id="ensure_audience_properties",
-        audiences=map_contacts.output["audiences"],
-        target_properties=map_contacts.output["target_properties"],
+        audiences="{{ ti.xcom_pull(task_ids='%s')['audiences'] }}" % map_contacts.task_id,
+        target_properties="{{ ti.xcom_pull(task_ids='%s')['target_properties'] }}" % map_contacts.task_id,
         prefix=config.property_prefix,
     )
 
+    plan_result = plan.output[PlanSyncOperator.result_key]
     upsert = UpsertContactsOperator.partial(
         task_id="upsert_contacts",
         output_dir="{{ run_folder(dag.dag_id, run_id) }}/upsert",
@@ -140,38 +161,46 @@ with DAG(
         threads=config.upsert_threads,
         # The pool runs at most `slots` upserts at once; each takes its share of the rate budget
         # (a run with fewer chunks than slots gives each chunk a larger share).
-        rate_share=(
-            "{{ 1.0 / ([%d, ti.xcom_pull(task_ids='map_contacts') | length] | min) }}" % config.hubspot_pool_slots
-        ),
+        rate_share="{{ 1.0 / ([%d, ti.xcom_pull(task_ids='%s') | length] | min) }}"
+        % (config.hubspot_pool_slots, plan.task_id),
         pool=config.hubspot_pool,
-    ).expand(input_path=map_contacts.output)
+    ).expand(input_path=plan.output)
 
-    finalize = FinalizeSnapshotOperator(
-        task_id="finalize_snapshot",
-        plan=map_contacts.output["plan"],
+    candidate = BuildSnapshotCandidateOperator(
+        task_id="build_snapshot_candidate",
+        plan=plan_result,
+        mapped=map_contacts.output,
         upsert_results=upsert.output,
-        audiences=map_contacts.output["audiences"],
-        trigger_rule="none_failed_min_one_success",
+        trigger_rule="none_failed_min_one_success",  # also when nothing changed (no upsert chunk)
     )
 
     validate = ValidateContactCountsOperator(
         task_id="validate_counts",
-        expected="{{ ti.xcom_pull(task_ids='finalize_snapshot')['expected_counts_path'] }}",
+        expected="{{ ti.xcom_pull(task_ids='%s')['expected_counts_path'] }}" % candidate.task_id,
         tolerance=config.validation_tolerance,
         max_wait_s=config.validation_max_wait_seconds,
         poll_s=config.validation_poll_seconds,
     )
 
+    commit = CommitSnapshotOperator(task_id="commit_snapshot", candidate=candidate.output)
+
     run_report = RunReportOperator(
         task_id="run_report",
-        export=export.output,
-        plan=map_contacts.output["plan"],
-        upsert_results=upsert.output,
-        finalize=finalize.output,
-        validation=validate.output,
-        audiences=map_contacts.output["audiences"],
-        trigger_rule="none_failed_min_one_success",
+        connect_task_id=connect.task_id,
+        export_task_id=export.task_id,
+        map_task_id=map_contacts.task_id,
+        plan_task_id=plan.task_id,
+        upsert_task_id=upsert.task_id,
+        validate_task_id=validate.task_id,
+        # Reports failed and dry runs too; `commit_snapshot`, a leaf beside it, still fails the run then.
+        trigger_rule="all_done",
     )
 
-    connect >> export >> map_contacts >> choose_writes >> [ensure_properties, run_report]
-    ensure_properties >> upsert >> finalize >> validate >> run_report
+    choose = BranchPythonOperator(
+        task_id="dry_run_or_write",
+        python_callable=choose_writes,
+        op_kwargs={"write_task_id": ensure_properties.task_id, "report_task_id": run_report.task_id},
+    )
+
+    connect >> export >> map_contacts >> plan >> choose >> [ensure_properties, run_report]
+    ensure_properties >> upsert >> candidate >> validate >> [commit, run_report]

@@ -9,6 +9,19 @@ from sandbox import connections, seed
 from sandbox_process import SandboxProcess
 
 
+class TaskStateStore:
+    """The two calls ResumableJobMixin makes on Airflow's task state store, kept across 'attempts'."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def set(self, key, value, **_):
+        self.values[key] = value
+
+
 @dataclass
 class SeededAep:
     server: SandboxProcess

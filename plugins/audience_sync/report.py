@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_STATUS_ORDER = {"realized": 0, "existing": 1, "exited": 2}
+from audience_sync.constants import AUDIENCE_STATUSES
+
+_STATUS_ORDER = {status: n for n, status in enumerate(AUDIENCE_STATUSES)}
 
 
 def build_report(stages: dict[str, dict[str, Any]], title: str = "AEP → HubSpot audience sync") -> dict[str, Any]:
@@ -21,13 +23,14 @@ def build_report(stages: dict[str, dict[str, Any]], title: str = "AEP → HubSpo
                                 "rejected_by_category": {CATEGORY: n}}, "duration_s"},
           "plan":   {"counts": {"new", "changed", "exited", "unchanged", "held", "to_send"},
                      "sent_by_audience": {property: {status: n}}, "duration_s"},
-          "upsert": {"counts": {"created", "updated", "skipped", "sent",
-                                "rejected_by_category": {CATEGORY: n}}, "duration_s"},
+          "upsert": {"counts": {"created", "updated", "gone", "sent",
+                                "rejected_by_category": {CATEGORY: n}}, "duration_s"},  # UpsertSummary.total
           "verify": {"expected": {property: {status: n}}, "found": {property: {status: n}}, "duration_s"},
         }
 
     Any stage may carry ``counts.rejected_by_category``; rejects are listed per stage and category.
-    ``skipped`` = contacts held back by the plan (rejected earlier in the run) + the upsert's own skips.
+    ``skipped`` = contacts held back by the plan (rejected earlier in the run); ``gone`` = contacts an exit
+    targeted that HubSpot no longer has (deleted or merged), never re-created.
     The upsert rate is records sent per second of the upsert step (``sent``, else created + updated +
     rejected).
     """
@@ -60,7 +63,8 @@ def build_report(stages: dict[str, dict[str, Any]], title: str = "AEP → HubSpo
             "created": upserted.get("created"),
             "updated": upserted.get("updated"),
             "unchanged": planned.get("unchanged"),
-            "skipped": planned.get("held", 0) + upserted.get("skipped", 0) if (planned or upserted) else None,
+            "skipped": planned.get("held"),
+            "gone": upserted.get("gone"),
         },
         "audiences": _audience_rows(stages),
         "steps": steps,
@@ -87,6 +91,16 @@ def _audience_rows(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             row["match"] = "yes" if row["expected"] == row["found"] else "NO"
         rows.append(row)
     return rows
+
+
+def connection_summary(connect: dict[str, Any]) -> str:
+    """One line on the Flow Service connection (a ``ConnectResult`` as a dict)."""
+    if connect.get("skipped"):
+        return f"skipped ({connect['skipped']})"
+    if connect.get("dry_run") and not connect.get("connection_id"):
+        return "validated (dry run: not created)"
+    state = "created" if connect.get("created") else "exists"
+    return f"{state} ({connect.get('connection_id')})"
 
 
 def _cell(value: Any) -> str:
@@ -126,6 +140,7 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def render_markdown(report: dict[str, Any]) -> str:
     sections = [
         f"# {report['title']}",
+        *([f"Flow Service connection: {report['flow_service_connection']}"] if report.get("flow_service_connection") else []),
         "## Summary",
         _markdown_table(summary_rows(report)),
         "## Rejected by reason",

@@ -25,6 +25,7 @@ from airflow.sdk import ObjectStoragePath
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = (PROJECT_ROOT / "data").as_uri()
+SNAPSHOT_NAME = "snapshot.parquet"
 
 
 def base_path() -> ObjectStoragePath:
@@ -48,6 +49,11 @@ def state_folder(dag_id: str) -> ObjectStoragePath:
     return folder
 
 
+def snapshot_path(dag_id: str) -> ObjectStoragePath:
+    """What the last successful run sent: read by the plan, written only by the snapshot commit."""
+    return state_folder(dag_id) / SNAPSHOT_NAME
+
+
 def as_path(value: str | ObjectStoragePath) -> ObjectStoragePath:
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
 
@@ -57,14 +63,24 @@ def local_or_none(path: ObjectStoragePath) -> str | None:
     return path.path if path.protocol in ("file", "local", "") else None
 
 
-def write_parquet(frame: pd.DataFrame | pa.Table, path: str | ObjectStoragePath) -> str:
-    """Write atomically (temp name, then rename) so a killed task never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | ObjectStoragePath) -> Iterator[ObjectStoragePath]:
+    """The one atomic write: yields a temporary sibling of ``path`` to write, renamed onto ``path`` when
+    the block ends and removed when it fails, so a killed task never leaves half a file under the real name."""
     path = as_path(path)
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     tmp = path.parent / f".{path.name}.tmp"
-    with tmp.open("wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.rename(path)
+
+
+def write_parquet(frame: pd.DataFrame | pa.Table, path: str | ObjectStoragePath) -> str:
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
     return str(path)
 
 
@@ -91,12 +107,20 @@ def iter_parquet_batches(path: str | ObjectStoragePath, batch_size: int = 100_00
 
 
 def write_bytes_atomically(data: bytes, path: str | ObjectStoragePath) -> str:
-    """Temp name, then rename: a task killed mid-write never leaves a truncated file (the snapshot!)."""
-    path = as_path(path)
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(data)
-    tmp.rename(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return str(path)
+
+
+def download_to(path: str | ObjectStoragePath, local: str) -> None:
+    """Put ``path`` at the plain file ``local`` (for code that works on local files, e.g. in a
+    :func:`staged_folder`): nothing to do when it is that file already, or does not exist."""
+    path = as_path(path)
+    if local_or_none(path) == local or not path.exists():
+        return
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    with path.open("rb") as source, open(local, "wb") as sink:
+        shutil.copyfileobj(source, sink, length=8 << 20)
 
 
 def write_json(data: Any, path: str | ObjectStoragePath) -> str:

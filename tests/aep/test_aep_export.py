@@ -13,6 +13,7 @@ import sys
 
 import pyarrow as pa
 import pytest
+from aep_support import TaskStateStore
 from airflow.sdk.exceptions import TaskDeferred
 from sandbox import aep_store, credentials, seed
 from sandbox_process import ROOT
@@ -22,19 +23,6 @@ from audience_sync.clients.aep import AepClient, DownloadSizeMismatch, UnknownAu
 from audience_sync.file_exports import EXPORT_SCHEMA
 from audience_sync.hooks.aep import AepHook
 from audience_sync.operators.aep import AepExportFailed, ExportAudiencesOperator
-
-
-class TaskStateStore:
-    """The two calls ResumableJobMixin makes on Airflow's task state store, kept across 'attempts'."""
-
-    def __init__(self) -> None:
-        self.values: dict = {}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def set(self, key, value, **_):
-        self.values[key] = value
 
 
 def operator(tmp_path, audiences, **kwargs) -> ExportAudiencesOperator:

@@ -14,6 +14,7 @@ import pendulum
 import pyarrow.parquet as pq
 import pytest
 from e2e_support import (
+    ROOT,
     assert_hubspot_matches,
     expected_contacts,
     run_sync,
@@ -151,3 +152,20 @@ def test_object_storage_base_path(world, monkeypatch):
     assert list((folder / "plan" / "send").iterdir())
     assert (ObjectStoragePath("memory://audience-sync-e2e") / "state" / "hubspot_audience_sync" / "snapshot.parquet").exists()
     assert not (world.base / "runs").exists()
+
+
+def test_a_failed_write_still_gets_a_report_and_never_moves_the_snapshot(world):
+    """ensure_audience_properties refuses a mapping target HubSpot lacks: the run fails, run_report still
+    writes the report of what ran, and commit_snapshot (a leaf) never runs."""
+    mapping = world.base / "mapping_unknown_property.yaml"
+    mapping.parent.mkdir(parents=True, exist_ok=True)
+    mapping.write_text((ROOT / "tests" / "data" / "bad_inputs" / "mapping_unknown_property.yaml").read_text())
+    since = time.time()
+    run = run_sync(world, mapping=str(mapping))
+    assert run["state"] == "failed"
+    assert write_requests(world.hubspot_requests(since)) == []
+    report = run["report"]
+    assert report is not None and report["dry_run"] is False
+    assert report["profiles"]["exported"] > 1000 and report["contacts"]["to_send"] > 1000
+    assert report["contacts"]["created"] is None  # no upsert ran
+    assert not (world.base / "state" / "hubspot_audience_sync" / "snapshot.parquet").exists()

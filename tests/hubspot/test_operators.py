@@ -87,7 +87,8 @@ def test_counts_pass_once_the_search_index_catches_up(hs, tmp_path):
     upsert_file(hs.connect(), hs.chunk(40, **{names["seg-1"]: gold}), tmp_path / "out")
     started = time.monotonic()
     expected = {"aep_gold_members_eu": {"realized": 25, "exited": 5, "existing": 0}}
-    rows = ValidateContactCountsOperator(task_id="validate", expected=expected, max_wait_s=20, poll_s=0.3).execute(context={})
+    result = ValidateContactCountsOperator(task_id="validate", expected=expected, max_wait_s=20, poll_s=0.3).execute(context={})
+    rows = result["rows"]  # a ValidationResult
     assert time.monotonic() - started >= 1.0  # the first counts were short: the index lagged the writes
     assert [(r["status"], r["expected"], r["found"], r["ok"]) for r in rows] == [
         ("existing", 0, 0, True), ("exited", 5, 5, True), ("realized", 25, 25, True),
@@ -111,5 +112,5 @@ def test_a_real_mismatch_fails_with_the_table(hs, tmp_path):
     assert "aep_churn_risk     exited    0         0      +0          ok" in message
     rows = ValidateContactCountsOperator(
         task_id="validate", expected=str(path), tolerance=2, max_wait_s=0, poll_s=0.5
-    ).execute(context={})
+    ).execute(context={})["rows"]
     assert all(r["ok"] for r in rows)

@@ -23,7 +23,7 @@ STAGES = {
     },
     "upsert": {
         "duration_s": 2.0,
-        "counts": {"created": 100, "updated": 46, "rejected_by_category": {"INVALID_OPTION": 4}},
+        "counts": {"created": 100, "updated": 46, "gone": 1, "rejected_by_category": {"INVALID_OPTION": 4}},
     },
     "verify": {
         "duration_s": 0.75,
@@ -38,7 +38,7 @@ def test_build_report_summarises_every_stage():
     assert report["profiles"] == {"exported": 1000, "valid": 940, "deduplicated": 20, "rejected": 64}
     assert {"stage": "upsert", "category": "INVALID_OPTION", "count": 4} in report["rejected_by_reason"]
     assert {"stage": "map", "category": "MISSING_EMAIL", "count": 30} in report["rejected_by_reason"]
-    assert report["contacts"] == {"to_send": 150, "created": 100, "updated": 46, "unchanged": 788, "skipped": 2}
+    assert report["contacts"] == {"to_send": 150, "created": 100, "updated": 46, "unchanged": 788, "skipped": 2, "gone": 1}
     assert report["steps"][0] == {"step": "export", "duration_s": 12.5}
     assert report["total_duration_s"] == 17.0
     assert report["upsert_rate_per_s"] == 75.0  # (100 + 46 + 4) records in 2 s
@@ -71,3 +71,43 @@ def test_render_markdown_and_table():
     assert lines[3].startswith("map ") and lines[3].split()[1] == "1.25"
     assert render_table([]) == "(none)"
     assert render_table([{"a": None, "b": 1}]).splitlines()[2].split() == ["-", "1"]
+
+
+def test_hubspot_rejects_of_a_real_upsert_reach_the_report(hubspot_conn, tmp_path):
+    """The upsert's real summary, through the typed contract, shows HubSpot's rejects by reason."""
+    import pandas as pd
+    from audience_sync.clients.hubspot import HubSpotClient
+    from audience_sync.contracts import UpsertSummary
+    from audience_sync.hooks.hubspot import HubSpotHook
+    from audience_sync.operators.sync import upsert_totals
+    from audience_sync.upsert import upsert_file
+
+    client = HubSpotClient(HubSpotHook())
+    client.create_group("test_audiences", "Test audiences")
+    client.create_property(
+        {"name": "aep_gold", "label": "Gold", "type": "enumeration", "fieldType": "select",
+         "groupName": "test_audiences", "options": [{"label": s, "value": s} for s in ("realized", "exited")]}
+    )
+    emails = [f"person{i}@example.com" for i in range(10)] + ["not-an-email"]
+    statuses = ["realized"] * 8 + ["platinum", "gold-ish", "realized"]
+    path = tmp_path / "chunk.parquet"
+    pd.DataFrame({"email": emails, "aep_gold": statuses}).astype("string").to_parquet(path, index=False)
+    summary = upsert_file(client, str(path), tmp_path / "out", batch_size=100)
+
+    totals = upsert_totals([UpsertSummary.from_xcom(summary)])
+    assert totals["created"] == 8 and totals["rejected"] == 3
+    document = build_report({"upsert": {"counts": totals, "duration_s": 1.0}})
+    rejected = {(r["stage"], r["category"]): r["count"] for r in document["rejected_by_reason"]}
+    assert sum(rejected.values()) == 3 and all(stage == "upsert" for stage, _ in rejected)
+    assert document["profiles"]["rejected"] == 3
+    assert "| upsert | VALIDATION_ERROR | 3 |" in render_markdown(document)
+
+
+def test_the_report_says_why_the_flow_service_connection_was_skipped():
+    from audience_sync.report import connection_summary
+
+    skipped = {"connection_id": None, "etag": None, "created": False, "dry_run": False, "skipped": "no OAuth app"}
+    document = build_report({}) | {"flow_service_connection": connection_summary(skipped)}
+    assert "Flow Service connection: skipped (no OAuth app)" in render_markdown(document)
+    made = connection_summary({"connection_id": "c-1", "etag": "e", "created": True, "dry_run": False})
+    assert made == "created (c-1)"

@@ -20,11 +20,13 @@ TASKS = {
     "connect",
     "export_audiences",
     "map_contacts",
+    "plan_sync",
     "dry_run_or_write",
     "ensure_audience_properties",
     "upsert_contacts",
-    "finalize_snapshot",
+    "build_snapshot_candidate",
     "validate_counts",
+    "commit_snapshot",
     "run_report",
 }
 

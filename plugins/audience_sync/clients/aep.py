@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from audience_sync import storage
 from audience_sync.errors import ConfigurationError, InputError, TransientError
+from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 from audience_sync.mapping import AUDIENCE_NAMESPACE
@@ -26,8 +27,6 @@ UPS = "data/core/ups"
 DATA_ACCESS = "data/foundation/export"
 
 HUBSPOT_CONNECTION_SPEC_ID = "cc6a4487-9e91-433e-a3a3-9cf6626c1806"  # seeds 000-003
-EXPORT_STATUSES = ("realized", "existing", "exited")
-ACTIVE_JOB_STATUSES = frozenset({"NEW", "PROCESSING", "QUEUED"})
 DEFAULT_EXPORT_FIELDS = (
     "_id,identityMap,personalEmail.address,person.name.firstName,person.name.lastName,"
     "workAddress.street1,workAddress.city,workAddress.country,segmentMembership"
@@ -169,7 +168,7 @@ class AepClient:
             "filter": {
                 "segments": [
                     {"segmentId": a["id"], "segmentNs": a.get("namespace") or AUDIENCE_NAMESPACE,
-                     "status": list(EXPORT_STATUSES)}
+                     "status": list(AUDIENCE_STATUSES)}
                     for a in ({"id": x} if isinstance(x, str) else x for x in audiences)
                 ]
             },
@@ -184,6 +183,11 @@ class AepClient:
 
     def get_export_job(self, job_id: str | int) -> dict[str, Any]:
         return self.hook.request_json("GET", f"{UPS}/export/jobs/{job_id}")
+
+    def cancel_export_job(self, job_id: str | int) -> dict[str, Any]:
+        """``DELETE /export/jobs/{id}`` (segmentation.yaml, ``cancelExportJob``: "Cancel or delete an export
+        job") → ``{status: bool, message}``."""
+        return self.hook.request_json("DELETE", f"{UPS}/export/jobs/{job_id}") or {}
 
     # --- Data Access ------------------------------------------------------------------------------
     def list_batch_files(self, batch_id: str) -> list[str]:

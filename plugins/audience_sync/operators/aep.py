@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath, ResumableJobMixin
 from airflow.sdk.log import mask_secret
 
-from audience_sync import file_exports, storage
-from audience_sync.clients.aep import (
-    ACTIVE_JOB_STATUSES,
-    HUBSPOT_CONNECTION_SPEC_ID,
-    AepClient,
-    parquet_footer,
-)
+from audience_sync import file_exports, source_files, storage
+from audience_sync.clients.aep import HUBSPOT_CONNECTION_SPEC_ID, AepClient, parquet_footer
 from audience_sync.config import FLOW_SERVICE_MODES, load_sync_config
+from audience_sync.constants import ExportJobStatus
+from audience_sync.contracts import Audience, ExportResult
 from audience_sync.errors import ConfigurationError, PermanentError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.templating import rendered_bool, rendered_list, rendered_optional
-from audience_sync.triggers.aep_export import AepExportJobTrigger
+from audience_sync.triggers.aep_export import AepExportJobTrigger, wait_outcome
 
 DEFAULT_CONNECTION_NAME = "HubSpot connection (Airflow audience sync)"
 # The HubSpot OAuth app in the Airflow connection's extras → Flow Service auth params (seeds 000-003). The
@@ -33,11 +30,14 @@ HUBSPOT_OAUTH_EXTRAS = {
     "client_secret": "clientSecret",
     "refresh_token": "refreshToken",
 }
-PART_NAME = "part-{:05d}.parquet"
 
 
-class AepExportFailed(RuntimeError):
+class AepExportFailed(PermanentError):
     """The export job ended FAILED; the message carries the job's ``errors[]``."""
+
+
+class AepExportAbandoned(PermanentError):
+    """The export job was cancelled, or reported a status AEP does not document: waiting cannot end it."""
 
 
 def hubspot_flow_credentials(hubspot_conn_id: str) -> dict[str, str] | None:
@@ -184,9 +184,20 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
     API path: one export job for all audiences (statuses realized, existing, exited), waited for in the
     triggerer (``deferrable=True``) or by polling, then every Parquet part downloaded through Data Access.
     The job id is kept in the task state store (``ResumableJobMixin``), so a retry reconnects to the job
-    instead of starting another. File path (``source_files``): converts CSV/Parquet audience exports.
+    instead of starting another, and on the operator (``job_id``), so ``on_kill`` cancels it. A cancelled
+    job, or a status AEP does not document, ends the wait at once with :class:`AepExportAbandoned`.
+    File path (``source_files``): :mod:`audience_sync.source_files` converts CSV/Parquet exports instead.
 
-    Returns ``{paths, rows, audiences: [{id, name}], job_id}``.
+    :param audiences: AEP audience ids or names (a list, or its text when rendered without native objects).
+    :param output_dir: the run's export folder (local or object storage).
+    :param export_dataset_id: the dataset the job writes to; empty = the connection's extra.
+    :param merge_policy_id: the job's merge policy; empty = the connection's extra.
+    :param aep_conn_id: the Airflow connection to AEP.
+    :param source_files: read a file-based export (path, folder, glob or URL) instead of running a job.
+    :param poll_interval: seconds between two status checks.
+    :param job_timeout: how long the job may run.
+    :param deferrable: wait in the triggerer rather than in the worker.
+    :return: an :class:`~audience_sync.contracts.ExportResult`, as a dict.
     """
 
     template_fields: Sequence[str] = ("audiences", "output_dir", "source_files", "export_dataset_id", "merge_policy_id")
@@ -213,18 +224,20 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         self.merge_policy_id = merge_policy_id
         self.aep_conn_id = aep_conn_id
         self.source_files = source_files
-        self.poll_interval = poll_interval
+        self.poll_interval = float(poll_interval)
         self.job_timeout = job_timeout if isinstance(job_timeout, timedelta) else timedelta(seconds=job_timeout)
-        self.deferrable = deferrable
-        self._client: AepClient | None = None
+        self.deferrable = bool(deferrable)
+        self.job_id: str | int | None = None  # the running export job, for on_kill
         self._resolved: list[dict[str, str]] = []
         self._results: dict[Any, dict[str, Any]] = {}
 
-    @property
+    @cached_property
+    def hook(self) -> AepHook:
+        return AepHook(self.aep_conn_id)
+
+    @cached_property
     def client(self) -> AepClient:
-        if self._client is None:
-            self._client = AepClient(AepHook(self.aep_conn_id))
-        return self._client
+        return AepClient(self.hook)
 
     # --- entry points -----------------------------------------------------------------------------
     def execute(self, context) -> dict[str, Any]:
@@ -242,39 +255,51 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         self._resolved = audiences if audiences is not None else self.client.resolve_audiences(
             rendered_list(self.audiences)
         )
-        if event.get("status") == "error":
-            raise RuntimeError(f"waiting for AEP export job {event.get('job_id')} failed: {event.get('message')}")
-        if event.get("status") == "FAILED":
-            raise self._failure(event["job_id"], event.get("errors") or [])
+        self.job_id = event.get("job_id")
+        self._raise_for(event)
         return self.get_job_result(event["job_id"], context)
+
+    def on_kill(self) -> None:
+        """Cancel the export job this task started or reconnected to (``DELETE /export/jobs/{id}``)."""
+        if self.job_id is None:
+            return
+        try:
+            answer = self.client.cancel_export_job(self.job_id)
+            self.log.info("Cancelled AEP export job %s: %s", self.job_id, answer.get("message", "no message"))
+        except Exception as error:  # noqa: BLE001 - the task is being killed: report, never mask the kill
+            self.log.warning("Could not cancel AEP export job %s: %s", self.job_id, error)
 
     # --- ResumableJobMixin ------------------------------------------------------------------------
     def submit_job(self, context) -> Any:
-        settings = self.client.hook.settings
+        settings = self.hook.settings
         dataset_id = rendered_optional(self.export_dataset_id) or settings.export_dataset_id
         merge_policy_id = rendered_optional(self.merge_policy_id) or settings.merge_policy_id
         if not dataset_id or not merge_policy_id:
-            raise ValueError(
+            raise ConfigurationError(
                 "an AEP export needs export_dataset_id and merge_policy_id: pass them to the task or set them "
                 f"as extras of the Airflow connection {self.aep_conn_id!r}"
             )
         body = AepClient.export_job_body([a["id"] for a in self._resolved], dataset_id, merge_policy_id)
         job = self.client.create_export_job(body)
+        self.job_id = job["id"]
         self.log.info("Started AEP export job %s (status %s)", job["id"], job.get("status"))
         return job["id"]
 
     def get_job_status(self, external_id: Any, context) -> str:
-        return str(self.client.get_export_job(external_id).get("status", "")).upper()
+        return str(self.client.get_export_job(external_id).get("status") or "")
 
     def is_job_active(self, status: str) -> bool:
-        return status in ACTIVE_JOB_STATUSES
+        parsed = ExportJobStatus.parse(status)
+        return parsed is not None and parsed.is_active
 
     def is_job_succeeded(self, status: str) -> bool:
-        return status == "SUCCEEDED"
+        return ExportJobStatus.parse(status) is ExportJobStatus.SUCCEEDED
 
     def poll_until_complete(self, external_id: Any, context) -> dict[str, Any]:
         """Defers to the trigger, or polls here when ``deferrable=False``; returns the result because the
-        mixin returns this method's value when it reconnects to a running job."""
+        mixin returns this method's value when it reconnects to a running job. Both ways end on the same
+        outcomes (``triggers.aep_export.wait_outcome``)."""
+        self.job_id = external_id
         if self.deferrable:
             self.defer(
                 trigger=AepExportJobTrigger(external_id, self.aep_conn_id, self.poll_interval),
@@ -283,29 +308,34 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
                 timeout=self.job_timeout,
             )
         deadline = time.monotonic() + self.job_timeout.total_seconds()
-        while (status := self.get_job_status(external_id, context)) in ACTIVE_JOB_STATUSES:
+        while (outcome := wait_outcome(external_id, job := self.client.get_export_job(external_id))) is None:
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"AEP export job {external_id} still {status} after {self.job_timeout}")
-            self.log.info("AEP export job %s is %s; next check in %.0f s", external_id, status, self.poll_interval)
+                raise TimeoutError(f"AEP export job {external_id} still {job.get('status')} after {self.job_timeout}")
+            self.log.info("AEP export job %s is %s; next check in %.0f s", external_id, job.get("status"), self.poll_interval)
             time.sleep(self.poll_interval)
+        self._raise_for(outcome)
         return self.get_job_result(external_id, context)
 
     def get_job_result(self, external_id: Any, context) -> dict[str, Any]:
         if external_id not in self._results:
             job = self.client.get_export_job(external_id)
-            status = str(job.get("status", "")).upper()
-            if status == "FAILED":
-                raise self._failure(external_id, job.get("errors") or [])
-            if status != "SUCCEEDED":
-                raise RuntimeError(f"AEP export job {external_id} is {status}, not SUCCEEDED")
+            outcome = wait_outcome(external_id, job) or {"status": "error", "message": (
+                f"AEP export job {external_id} is {job.get('status')}, not SUCCEEDED"
+            )}
+            self._raise_for(outcome)
             self._results[external_id] = self._download(job)
+        self.job_id = None  # done: nothing left to cancel
         return self._results[external_id]
 
     # --- work -------------------------------------------------------------------------------------
-    @staticmethod
-    def _failure(job_id: Any, errors: list[dict[str, Any]]) -> AepExportFailed:
-        described = "; ".join(f"{e.get('code', '?')}: {e.get('msg') or e.get('message') or e}" for e in errors)
-        return AepExportFailed(f"AEP export job {job_id} FAILED: {described or 'no errors reported'}")
+    def _raise_for(self, outcome: dict[str, Any]) -> None:
+        """A wait outcome other than SUCCEEDED as the task's error."""
+        if outcome.get("status") == "FAILED":
+            errors = outcome.get("errors") or []
+            described = "; ".join(f"{e.get('code', '?')}: {e.get('msg') or e.get('message') or e}" for e in errors)
+            raise AepExportFailed(f"AEP export job {outcome.get('job_id')} FAILED: {described or 'no errors reported'}")
+        if outcome.get("status") == "error":
+            raise AepExportAbandoned(f"waiting for AEP export job {outcome.get('job_id')} failed: {outcome.get('message')}")
 
     def _output(self) -> ObjectStoragePath:
         """The run's staging folder, emptied of parts an earlier attempt left behind."""
@@ -319,7 +349,7 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         destination = job.get("destination") or {}
         batch_id = destination.get("batchId")
         if not batch_id:
-            raise RuntimeError(f"AEP export job {job['id']} SUCCEEDED without destination.batchId")
+            raise AepExportFailed(f"AEP export job {job['id']} SUCCEEDED without destination.batchId")
         folder = self._output()
         paths, rows, size, started = [], 0, 0, time.monotonic()
         for file_id in self.client.list_batch_files(batch_id):
@@ -327,7 +357,7 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
                 if not part["name"].endswith(".parquet"):
                     self.log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, part["name"])
                     continue
-                path = folder / PART_NAME.format(len(paths))
+                path = folder / source_files.PART_NAME.format(len(paths))
                 size += self.client.download_part(file_id, part["name"], path, part["length"])
                 schema, count = parquet_footer(path)
                 if not schema.equals(file_exports.EXPORT_SCHEMA):  # e.g. another timestamp unit
@@ -343,41 +373,13 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         return self._result(paths, rows, job["id"])
 
     def _convert_files(self) -> dict[str, Any]:
-        sources = source_paths(self.source_files)
-        folder = self._output()
-        paths, rows, found = [], 0, set()
-        for number, source in enumerate(sources):
-            with source.open("rb") as handle:
-                table = file_exports.read_export_file(handle, str(source))
-            path = folder / PART_NAME.format(number)
-            storage.write_parquet(table, path)
-            rows += table.num_rows
-            paths.append(str(path))
-            found |= file_exports.audience_ids(table)
-        self.log.info("Converted %d file-based export file(s) into %d profiles", len(sources), rows)
+        converted = source_files.convert(rendered_optional(self.source_files), self._output())
+        self.log.info("Converted %d file-based export file(s) into %d profiles", len(converted.paths), converted.rows)
         for audience in self._resolved:
-            if audience["id"] not in found:
+            if audience["id"] not in converted.audience_ids:
                 self.log.warning("Audience %r (%s) has no member in the files", audience["name"], audience["id"])
-        return self._result(paths, rows, None)
+        return self._result(list(converted.paths), converted.rows, None)
 
     def _result(self, paths: list[str], rows: int, job_id: Any) -> dict[str, Any]:
-        return {"paths": paths, "rows": rows, "audiences": self._resolved, "job_id": job_id}
-
-
-GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-def source_paths(spec: str | ObjectStoragePath) -> list[ObjectStoragePath]:
-    """A file, a folder (its CSV and Parquet files) or a glob, local or on object storage, sorted."""
-    text = str(spec)
-    if GLOB_CHARS.search(text):
-        cut = GLOB_CHARS.search(text).start()
-        base, pattern = text[: text.rfind("/", 0, cut) + 1], text[text.rfind("/", 0, cut) + 1 :]
-        found = list(storage.as_path(base or ".").glob(pattern))
-    else:
-        path = storage.as_path(text)
-        found = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.exists() else []
-    found = sorted((p for p in found if p.name.lower().endswith((".csv", ".parquet", ".parq"))), key=str)
-    if not found:
-        raise FileNotFoundError(f"no CSV or Parquet audience export files at {text!r}")
-    return found
+        audiences = tuple(Audience(a["id"], a["name"]) for a in self._resolved)
+        return ExportResult(tuple(paths), rows, audiences, job_id).to_xcom()

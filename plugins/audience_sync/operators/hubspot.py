@@ -1,4 +1,4 @@
-"""Thin Airflow operators over the HubSpot client, the upsert engine and the count validation."""
+"""Thin Airflow operators over the HubSpot client: audience properties, upserts, count validation."""
 
 from __future__ import annotations
 
@@ -6,24 +6,28 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from audience_sync import storage
-from audience_sync.clients.hubspot import MAX_BATCH, HubSpotClient
+from audience_sync.clients.hubspot import HubSpotClient
+from audience_sync.constants import MAX_BATCH, checked_batch_size
+from audience_sync.contracts import UpsertSummary, ValidationResult, ValidationRow
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.naming import DEFAULT_PREFIX, audience_property_names
+from audience_sync.properties import DEFAULT_GROUP, DEFAULT_GROUP_LABEL, PropertySetupError, reconcile
 from audience_sync.upsert import upsert_file
 from audience_sync.validation import all_ok, compare_counts, format_table
 
-AUDIENCE_STATUSES = ("realized", "existing", "exited")  # AEP segmentation statuses (aep.md)
-DEFAULT_GROUP = "adobe_experience_platform_audiences"
-DEFAULT_GROUP_LABEL = "Adobe Experience Platform audiences"
-
-
-class PropertySetupError(ValueError):
-    """HubSpot's properties do not fit the mapping or the audiences; raised before anything is written."""
+__all__ = [
+    "CountMismatch",
+    "EnsureAudiencePropertiesOperator",
+    "PropertySetupError",
+    "UpsertContactsOperator",
+    "ValidateContactCountsOperator",
+]
 
 
 class CountMismatch(AssertionError):
@@ -31,22 +35,37 @@ class CountMismatch(AssertionError):
 
 
 def _loaded(value: Any) -> Any:
-    """Templated values may arrive as JSON text."""
+    """A templated list rendered without native objects arrives as JSON text."""
     return json.loads(value) if isinstance(value, str) else value
 
 
-def audience_options() -> list[dict[str, Any]]:
-    return [{"label": s.title(), "value": s, "displayOrder": i, "hidden": False} for i, s in enumerate(AUDIENCE_STATUSES)]
+class _HubSpotOperator(BaseOperator):
+    """The ``hook`` and ``client`` every HubSpot operator uses (built once, after templates are rendered)."""
+
+    hubspot_conn_id: str
+
+    @cached_property
+    def hook(self) -> HubSpotHook:
+        return HubSpotHook(self.hubspot_conn_id)
+
+    @cached_property
+    def client(self) -> HubSpotClient:
+        return HubSpotClient(self.hook)
 
 
-class EnsureAudiencePropertiesOperator(BaseOperator):
+class EnsureAudiencePropertiesOperator(_HubSpotOperator):
     """Make sure HubSpot holds the mapping's target properties and one enumeration property per audience.
 
-    Checks every target property first and fails, naming the missing ones, before any write. Then,
-    idempotently: the property group, and per audience a select property (options realized / existing /
-    exited) named by ``naming.audience_property_names``; a missing option is added with a PATCH. A name
-    taken by a property that is not ours (another group or not an enumeration) is an error, never
-    overwritten. Returns ``{audience_id: property_name}``.
+    Checks every target property first and fails, naming the missing ones, before any write; then writes
+    what :func:`audience_sync.properties.reconcile` says is missing (group, properties, options, labels).
+
+    :param audiences: ``[{id, name}]`` of the run (a list, or its JSON text).
+    :param target_properties: the HubSpot properties the mapping writes.
+    :param prefix: the audience property name prefix (``naming.audience_property_names``).
+    :param group_name: the property group of the audience properties.
+    :param group_label: the group's label when it is created.
+    :param hubspot_conn_id: the Airflow connection to HubSpot.
+    :return: ``{audience_id: property_name}``.
     """
 
     template_fields: Sequence[str] = ("audiences", "target_properties", "prefix", "group_name", "group_label", "hubspot_conn_id")
@@ -73,72 +92,42 @@ class EnsureAudiencePropertiesOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, str]:
         audiences = _loaded(self.audiences)
         names = audience_property_names(audiences, self.prefix)  # a name collision raises here
-        client = HubSpotClient(HubSpotHook(self.hubspot_conn_id))
-        existing = {p["name"]: p for p in client.list_properties()}
-        missing = sorted(set(_loaded(self.target_properties)) - set(existing))
-        if missing:
-            raise PropertySetupError(
-                f"the mapping writes HubSpot contact properties that do not exist: {', '.join(missing)}. "
-                "Create them in HubSpot (Settings → Properties) or fix the mapping; nothing was written."
-            )
-        foreign = [
-            f"{name} (group {existing[name].get('groupName')!r}, type {existing[name].get('type')!r})"
-            for name in names.values()
-            if name in existing and not self._is_ours(existing[name])
-        ]
-        if foreign:
-            raise PropertySetupError(
-                f"HubSpot properties needed for audiences already exist and are not audience properties of group "
-                f"{self.group_name!r}: {', '.join(foreign)}. Rename them in HubSpot or choose another prefix; "
-                "nothing was written."
-            )
-        if self.group_name not in {g["name"] for g in client.list_groups()}:
-            client.create_group(self.group_name, self.group_label)
-            self.log.info("created HubSpot property group %s", self.group_name)
         labels = {a["id"]: a["name"] for a in audiences}
-        for audience_id, name in names.items():
-            self._ensure(client, name, labels[audience_id], existing.get(name))
+        changes = reconcile(
+            self.client.list_properties(),
+            [g["name"] for g in self.client.list_groups()],
+            {name: labels[audience_id] for audience_id, name in names.items()},
+            _loaded(self.target_properties),
+            self.group_name,
+        )
+        if changes.create_group:
+            self.client.create_group(self.group_name, self.group_label)
+            self.log.info("created HubSpot property group %s", self.group_name)
+        for payload in changes.create:
+            self.client.create_property(payload)
+            self.log.info("created HubSpot property %s", payload["name"])
+        for name, patch in changes.update:
+            self.client.update_property(name, patch)
+            self.log.info("updated HubSpot property %s: %s", name, ", ".join(sorted(patch)))
         return names
 
-    def _is_ours(self, prop: dict[str, Any]) -> bool:
-        return prop.get("groupName") == self.group_name and prop.get("type") == "enumeration"
 
-    def _ensure(self, client: HubSpotClient, name: str, label: str, prop: dict[str, Any] | None) -> None:
-        if prop is None:
-            client.create_property(
-                {
-                    "name": name,
-                    "label": label,
-                    "type": "enumeration",
-                    "fieldType": "select",
-                    "groupName": self.group_name,
-                    "description": "Audience status from Adobe Experience Platform",
-                    "options": audience_options(),
-                }
-            )
-            self.log.info("created HubSpot property %s", name)
-            return
-        options = list(prop.get("options") or [])
-        have = {o.get("value") for o in options}
-        added = [o for o in audience_options() if o["value"] not in have]
-        changes: dict[str, Any] = {}
-        if added:
-            changes["options"] = options + [{**o, "displayOrder": len(options) + i} for i, o in enumerate(added)]
-        if prop.get("label") != label:
-            changes["label"] = label
-        if changes:
-            client.update_property(name, changes)  # PATCH replaces the option list: send it whole
-            self.log.info("updated HubSpot property %s: %s", name, ", ".join(sorted(changes)))
+class UpsertContactsOperator(_HubSpotOperator):
+    """Upsert one Parquet chunk of the plan (see ``audience_sync.upsert``) after checking the daily API budget.
 
-
-class UpsertContactsOperator(BaseOperator):
-    """Upsert one mapped Parquet chunk (see ``audience_sync.upsert``) after checking the daily API budget.
-
-    ``rate_share``: this task's part of the account's rate limit, e.g. 1/N when the pool ``hubspot_api``
-    runs N upserts at once. Returns counts and the results / rejects paths.
+    :param input_path: the chunk (``plan/send/part-*.parquet``); the task is mapped over the plan's chunks.
+    :param output_dir: where the results, rejects and checkpoint files go.
+    :param batch_size: contacts per batch request, 1 to ``MAX_BATCH``; templated because a run's params may
+        set it (native rendering gives an int), checked once by ``constants.checked_batch_size``.
+    :param threads: batches in flight at once.
+    :param rate_share: this task's part of the account's rate limit, e.g. 1/N when the pool runs N upserts
+        at once; templated because N depends on how many chunks the run has.
+    :param hubspot_conn_id: the Airflow connection to HubSpot.
+    :param progress_every_s: seconds between progress log lines.
+    :return: the chunk's :class:`~audience_sync.contracts.UpsertSummary`, as a dict.
     """
 
-    template_fields: Sequence[str] = ("input_path", "output_dir", "batch_size", "threads", "rate_share", "hubspot_conn_id")
+    template_fields: Sequence[str] = ("input_path", "output_dir", "batch_size", "rate_share", "hubspot_conn_id")
 
     def __init__(
         self,
@@ -147,7 +136,7 @@ class UpsertContactsOperator(BaseOperator):
         output_dir: Any,
         batch_size: int = MAX_BATCH,
         threads: int = 1,
-        rate_share: float | None = None,
+        rate_share: float | str | None = None,
         hubspot_conn_id: str = HubSpotHook.default_conn_name,
         progress_every_s: float = 10.0,
         **kwargs: Any,
@@ -156,31 +145,38 @@ class UpsertContactsOperator(BaseOperator):
         self.input_path = input_path
         self.output_dir = output_dir
         self.batch_size = batch_size
-        self.threads = threads
+        self.threads = int(threads)
         self.rate_share = rate_share
         self.hubspot_conn_id = hubspot_conn_id
-        self.progress_every_s = progress_every_s
+        self.progress_every_s = float(progress_every_s)
+
+    @cached_property
+    def hook(self) -> HubSpotHook:
+        return HubSpotHook(self.hubspot_conn_id, rate_share=None if self.rate_share is None else float(self.rate_share))
 
     def execute(self, context: Any) -> dict[str, Any]:
-        hook = HubSpotHook(self.hubspot_conn_id, rate_share=None if self.rate_share is None else float(self.rate_share))
-        client = HubSpotClient(hook)
+        batch_size = checked_batch_size(self.batch_size)
         rows = storage.read_table(self.input_path, columns=["email"]).num_rows
-        client.check_daily_budget(math.ceil(rows / int(self.batch_size)))
-        return upsert_file(
-            client, self.input_path, self.output_dir, int(self.batch_size), int(self.threads), self.progress_every_s
-        )
+        self.client.check_daily_budget(math.ceil(rows / batch_size))
+        summary = upsert_file(self.client, self.input_path, self.output_dir, batch_size, self.threads, self.progress_every_s)
+        return UpsertSummary.from_xcom(summary).to_xcom()
 
 
-class ValidateContactCountsOperator(BaseOperator):
+class ValidateContactCountsOperator(_HubSpotOperator):
     """Count contacts per audience property and status through HubSpot search and compare with ``expected``.
 
     HubSpot's search index lags writes by seconds ("Search the CRM"), so counts are polled until they
     match or ``max_wait_s`` runs out; then a mismatch beyond ``tolerance`` fails with a table.
-    ``expected``: ``{property: {status: count}}`` or the path of a JSON file holding it.
-    Returns the table rows for the run report.
+
+    :param expected: ``{property: {status: count}}``, or the path of a JSON file holding it.
+    :param tolerance: the difference per row still accepted.
+    :param max_wait_s: how long to wait for the search index.
+    :param poll_s: seconds between two counts.
+    :param hubspot_conn_id: the Airflow connection to HubSpot.
+    :return: a :class:`~audience_sync.contracts.ValidationResult`, as a dict.
     """
 
-    template_fields: Sequence[str] = ("expected", "tolerance", "max_wait_s", "poll_s", "hubspot_conn_id")
+    template_fields: Sequence[str] = ("expected", "hubspot_conn_id")
 
     def __init__(
         self,
@@ -194,33 +190,32 @@ class ValidateContactCountsOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.expected = expected
-        self.tolerance = tolerance
-        self.max_wait_s = max_wait_s
-        self.poll_s = poll_s
+        self.tolerance = int(tolerance)
+        self.max_wait_s = float(max_wait_s)
+        self.poll_s = float(poll_s)
         self.hubspot_conn_id = hubspot_conn_id
 
-    def execute(self, context: Any) -> list[dict[str, Any]]:
+    def execute(self, context: Any) -> dict[str, Any]:
         expected = self.expected
         if isinstance(expected, str):
             expected = storage.read_json(expected) if not expected.lstrip().startswith("{") else json.loads(expected)
-        client = HubSpotClient(HubSpotHook(self.hubspot_conn_id))
-        deadline = time.monotonic() + float(self.max_wait_s)
+        deadline = time.monotonic() + self.max_wait_s
         while True:
             found = {
                 prop: {
-                    status: client.search_count([{"propertyName": prop, "operator": "EQ", "value": status}])
+                    status: self.client.search_count([{"propertyName": prop, "operator": "EQ", "value": status}])
                     for status in statuses
                 }
                 for prop, statuses in expected.items()
             }
-            rows = compare_counts(expected, found, int(self.tolerance))
+            rows = compare_counts(expected, found, self.tolerance)
             if all_ok(rows):
                 self.log.info("HubSpot contact counts match:\n%s", format_table(rows))
-                return rows
-            if time.monotonic() + float(self.poll_s) > deadline:
+                return ValidationResult(tuple(ValidationRow(**r) for r in rows)).to_xcom()
+            if time.monotonic() + self.poll_s > deadline:
                 raise CountMismatch(
                     f"HubSpot contact counts differ from the run's expectation by more than {self.tolerance} after "
                     f"waiting {self.max_wait_s} s for the search index:\n{format_table(rows)}"
                 )
             self.log.info("HubSpot counts not there yet (search index lag); polling again in %s s", self.poll_s)
-            time.sleep(float(self.poll_s))
+            time.sleep(self.poll_s)

@@ -1,7 +1,8 @@
-"""The sync's own steps between the API operators: map + plan, finalise the snapshot, report.
+"""The sync's own steps between the API operators: map, plan, the snapshot candidate, its commit, the report.
 
-Each is thin: it resolves run-scoped paths, calls the pure functions in ``mapping``,
-``incremental`` and ``report``, and passes only paths and counts through XCom.
+Each is thin: it resolves run-scoped paths, calls the pure functions in ``mapping``, ``incremental`` and
+``report``, and passes only the typed records of ``audience_sync.contracts`` through XCom. No operator
+knows another task's id: the DAG passes XComArgs or ids.
 """
 
 from __future__ import annotations
@@ -10,41 +11,56 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
 from audience_sync.config import load_sync_config
+from audience_sync.contracts import (
+    Audience,
+    CommitResult,
+    ConnectResult,
+    ExportResult,
+    MapResult,
+    PlanResult,
+    ReportResult,
+    SnapshotCandidate,
+    UpsertSummary,
+    ValidationResult,
+)
 from audience_sync.templating import rendered_bool
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_NAME = "snapshot.parquet"
 
 
 def _run_dir(context: Context) -> storage.ObjectStoragePath:
     return storage.run_folder(context["dag"].dag_id, context["run_id"])
 
 
-def choose_writes(params: dict, **_: Any) -> list[str]:
-    """Branch after mapping: a dry run goes straight to the report; otherwise both paths run."""
+def choose_writes(params: dict, write_task_id: str, report_task_id: str, **_: Any) -> list[str]:
+    """``BranchPythonOperator`` callable after planning: a dry run goes straight to the report;
+    otherwise both paths run. The DAG passes both task ids (``op_kwargs``)."""
     if rendered_bool(params["dry_run"]):
-        return ["run_report"]
-    return ["ensure_audience_properties", "run_report"]
+        return [report_task_id]
+    return [write_task_id, report_task_id]
 
 
 class MapContactsOperator(BaseOperator):
-    """Map the AEP export to HubSpot contacts and plan what this run must send.
+    """Map the AEP export to HubSpot contacts (valid ones in ``map/mapped``, the rest in ``map/rejects``).
 
-    Returns the list of upsert chunk files (the upsert task is mapped over it; empty in a dry run
-    or when nothing changed). Other results go to keyed XComs: ``plan`` (counts and paths),
-    ``audiences`` (id, name, property) and ``target_properties`` (for the property check).
+    :param export: the export task's :class:`~audience_sync.contracts.ExportResult` (an XComArg).
+    :param mapping_path: the mapping file, relative to the project root or absolute.
+    :param property_prefix: the audience property name prefix.
+    :param chunk_rows: rows per mapped Parquet file.
+    :return: a :class:`~audience_sync.contracts.MapResult`, as a dict; each outlet's event names the files.
     """
 
-    template_fields = ("export", "mapping_path", "property_prefix", "full_refresh", "dry_run", "chunk_rows")
+    template_fields: Sequence[str] = ("export", "mapping_path", "property_prefix")
 
     def __init__(
         self,
@@ -52,232 +68,361 @@ class MapContactsOperator(BaseOperator):
         export: Any,
         mapping_path: str,
         property_prefix: str = naming.DEFAULT_PREFIX,
-        full_refresh: Any = False,
-        dry_run: Any = False,
-        chunk_rows: Any = 10_000,
+        chunk_rows: int = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.export = export
         self.mapping_path = mapping_path
         self.property_prefix = property_prefix
-        self.full_refresh = full_refresh
-        self.dry_run = dry_run
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = int(chunk_rows)
 
-    def execute(self, context: Context) -> list[str]:
-        run_dir = _run_dir(context)
-        config = load_sync_config()
-        contact_mapping = mapping.load_mapping(config.resolve(self.mapping_path))
-        audiences = self.export["audiences"]
-        properties = naming.audience_property_names(audiences, self.property_prefix)
-        snapshot = storage.state_folder(context["dag"].dag_id) / SNAPSHOT_NAME
-        previous = str(snapshot) if snapshot.exists() else None
-
+    def execute(self, context: Context) -> dict[str, Any]:
+        export = ExportResult.from_xcom(self.export)
+        contact_mapping = mapping.load_mapping(load_sync_config().resolve(self.mapping_path))
+        plain = [{"id": a.id, "name": a.name} for a in export.audiences]
+        properties = naming.audience_property_names(plain, self.property_prefix)
+        started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
-            run_dir
+            _run_dir(context)
         ) as (work, published):
-            started = time.monotonic()
             mapped = mapping.map_export(
-                storage.fetched(self.export["paths"], downloads),
+                storage.fetched(list(export.paths), downloads),
                 contact_mapping,
                 properties,
                 out_dir=os.path.join(work, "map"),
-                chunk_rows=int(self.chunk_rows),
+                chunk_rows=self.chunk_rows,
             )
-            map_seconds = time.monotonic() - started
-            log.info("mapped %d exported profiles: %s", mapped.counts.get("exported", 0), mapped.counts)
-
-            started = time.monotonic()
-            plan = incremental.plan(
-                mapped.mapped_paths,
-                storage.fetched([previous], downloads)[0] if previous else None,
-                list(properties.values()),
-                full_refresh=rendered_bool(self.full_refresh),
-                out_dir=os.path.join(work, "plan"),
-                chunk_rows=int(self.chunk_rows),
-                hold_emails=incremental.rejected_emails(mapped.rejects_path),
-            )
-            plan_seconds = time.monotonic() - started
             mapped_paths = [published(p) for p in mapped.mapped_paths]
             rejects_path = published(mapped.rejects_path)
-            send_paths = [published(p) for p in plan.send_paths]
-            next_snapshot = published(plan.next_snapshot_path)
-        dry_run = rendered_bool(self.dry_run)
-        log.info("plan: %s%s", plan.counts, " (dry run: nothing will be sent)" if dry_run else "")
-        ti = context["ti"]
-        ti.xcom_push(
-            key="plan",
-            value={
-                "map": {"counts": mapped.counts, "duration_s": round(map_seconds, 3), "rejects_path": rejects_path},
-                "plan": {
-                    "counts": plan.counts,
-                    "sent_by_audience": plan.sent_by_audience,
-                    "duration_s": round(plan_seconds, 3),
-                },
-                "send_paths": send_paths,
-                "next_snapshot": next_snapshot,
-                "previous_snapshot": previous,
-                "dry_run": dry_run,
-                "full_refresh": plan.full_refresh,
-            },
+        log.info("mapped %d exported profiles: %s", mapped.counts.get("exported", 0), mapped.counts)
+        result = MapResult(
+            mapped_paths=tuple(mapped_paths),
+            rejects_path=rejects_path,
+            counts=mapped.counts,
+            duration_s=round(time.monotonic() - started, 3),
+            audiences=tuple(
+                Audience(a.id, a.name, a.namespace, properties[a.id]) for a in export.audiences
+            ),
+            target_properties=tuple(contact_mapping.target_properties),
+            keep_on_missing=tuple(contact_mapping.keep_on_missing),
         )
-        ti.xcom_push(key="audiences", value=[{**a, "property": properties[a["id"]]} for a in audiences])
-        ti.xcom_push(key="target_properties", value=contact_mapping.target_properties)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
                 "mapped_paths": mapped_paths,
                 "valid_contacts": mapped.counts.get("valid", 0),
             }
-        return [] if dry_run else send_paths
+        return result.to_xcom()
 
 
-class FinalizeSnapshotOperator(BaseOperator):
-    """Build the candidate snapshot (minus records HubSpot rejected, so they are retried next run)
-    and the counts HubSpot should hold, for validation. Nothing is committed here."""
+class PlanSyncOperator(BaseOperator):
+    """Diff the mapped contacts with the last committed snapshot (``incremental.plan``): what to send, and
+    the snapshot the run would commit, with the version of the snapshot planned on. Then the mass-change
+    guard (``incremental.check_mass_change``) stops a plan that looks like broken input before any write.
+    Writes nothing outside the run folder.
 
-    template_fields = ("plan", "upsert_results", "audiences")
+    :param mapped: the map task's :class:`~audience_sync.contracts.MapResult` (an XComArg).
+    :param max_exit_fraction: the guard's limit on contacts exiting or losing a value (sync config).
+    :param max_reject_fraction: the guard's limit on exported profiles rejected by the mapping (sync config).
+    :param full_refresh: resend every contact; templated from the run's params (a bool when rendered natively).
+    :param dry_run: plan only (the guard then reports instead of stopping); templated from the run's params.
+    :param allow_mass_change: let one run through the guard on purpose; templated from the run's params.
+    :param chunk_rows: rows per send chunk (one upsert task each).
+    :return: the chunks to upsert (empty in a dry run): the mapped upsert expands over them, and Airflow
+        maps only over a return value. The :class:`~audience_sync.contracts.PlanResult` goes to the XCom
+        key ``plan`` (``result_key``).
+    """
 
-    def __init__(self, *, plan: Any, upsert_results: Any, audiences: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.plan = plan
-        self.upsert_results = upsert_results
-        self.audiences = audiences
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        if self.plan["dry_run"]:
-            raise AirflowSkipException("dry run: nothing was sent, so there is nothing to validate")
-        run_dir = _run_dir(context)
-        results = _results(self.upsert_results)
-        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
-            run_dir / "plan"
-        ) as (work, published):
-            rejected: list[str] = []
-            for rejects in storage.fetched([r["rejects_path"] for r in results], downloads):
-                rejected += incremental.rejected_emails(rejects, exclude_categories=())
-            previous = self.plan["previous_snapshot"]
-            local_candidate = incremental.next_snapshot_without(
-                storage.fetched([self.plan["next_snapshot"]], downloads)[0],
-                rejected,
-                previous_snapshot_path=storage.fetched([previous], downloads)[0] if previous else None,
-                out_path=os.path.join(work, "snapshot-candidate.parquet"),
-            )
-            expected = incremental.expected_counts(local_candidate, [a["property"] for a in self.audiences])
-            candidate = published(local_candidate)
-        expected_path = storage.write_json(expected, run_dir / "expected_counts.json")
-        log.info("snapshot candidate keeps %d upsert-rejected record(s) out; expected counts written", len(rejected))
-        return {"snapshot_candidate": candidate, "expected_counts_path": expected_path, "upsert_rejected": len(rejected)}
-
-
-def _results(upsert_results: Any) -> list[dict[str, Any]]:
-    """The mapped upsert's results (a lazy sequence; empty when nothing was sent). Indexed rather
-    than iterated: iterating probes one offset past the end, which Airflow logs as an error."""
-    if not upsert_results:
-        return []
-    return [r for r in (upsert_results[i] for i in range(len(upsert_results))) if r]
-
-
-def _sum_upserts(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts summed over the mapped upsert tasks, and their wall time from first start to last end."""
-    totals: dict[str, Any] = {"chunks": len(results)}
-    for result in results:
-        for key, value in result.items():
-            if key not in ("started_at", "finished_at") and isinstance(value, int) and not isinstance(value, bool):
-                totals[key] = totals.get(key, 0) + value
-    if results:
-        wall = max(r["finished_at"] for r in results) - min(r["started_at"] for r in results)
-        totals["wall_seconds"] = round(wall, 3)
-    return totals
-
-
-class RunReportOperator(BaseOperator):
-    """Write ``report.json`` and ``report.md`` in the run folder, print the summary, and, for a
-    successful non-dry run, commit the snapshot so the next run is incremental."""
-
-    template_fields = ("export", "plan", "upsert_results", "finalize", "validation", "audiences")
+    template_fields: Sequence[str] = ("mapped", "full_refresh", "dry_run", "allow_mass_change")
+    result_key = "plan"
 
     def __init__(
         self,
         *,
-        export: Any,
-        plan: Any,
-        upsert_results: Any = None,
-        finalize: Any = None,
-        validation: Any = None,
-        audiences: Any = None,
+        mapped: Any,
+        max_exit_fraction: float,
+        max_reject_fraction: float,
+        full_refresh: Any = False,
+        dry_run: Any = False,
+        allow_mass_change: Any = False,
+        chunk_rows: int = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.export = export
+        self.mapped = mapped
+        self.max_exit_fraction = float(max_exit_fraction)
+        self.max_reject_fraction = float(max_reject_fraction)
+        self.full_refresh = full_refresh
+        self.dry_run = dry_run
+        self.allow_mass_change = allow_mass_change
+        self.chunk_rows = int(chunk_rows)
+
+    def execute(self, context: Context) -> list[str]:
+        mapped = MapResult.from_xcom(self.mapped)
+        dry_run, full_refresh = rendered_bool(self.dry_run), rendered_bool(self.full_refresh)
+        snapshot = storage.snapshot_path(context["dag"].dag_id)
+        previous = str(snapshot) if snapshot.exists() else None
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            _run_dir(context)
+        ) as (work, published):
+            local_mapped = storage.fetched(list(mapped.mapped_paths), downloads)
+            local_rejects, *local_previous = storage.fetched([mapped.rejects_path, *([previous] if previous else [])], downloads)
+            plan = incremental.plan(
+                local_mapped,
+                local_previous[0] if local_previous else None,
+                mapped.audience_properties,
+                full_refresh=full_refresh,
+                out_dir=os.path.join(work, "plan"),
+                chunk_rows=self.chunk_rows,
+                hold_emails=incremental.rejected_emails(local_rejects),
+                keep_on_missing=list(mapped.keep_on_missing),
+            )
+            guard = incremental.check_mass_change(
+                plan.counts,
+                mapped.counts,
+                self.max_exit_fraction,
+                self.max_reject_fraction,
+                allow=dry_run or rendered_bool(self.allow_mass_change),
+            )
+            send_paths = tuple(published(p) for p in plan.send_paths)
+            next_snapshot = published(plan.next_snapshot_path)
+        log.info("plan: %s%s", plan.counts, " (dry run: nothing will be sent)" if dry_run else "")
+        result = PlanResult(
+            send_paths=send_paths,
+            next_snapshot_path=next_snapshot,
+            previous_snapshot_path=previous,
+            counts=plan.counts,
+            sent_by_audience=plan.sent_by_audience,
+            duration_s=round(time.monotonic() - started, 3),
+            dry_run=dry_run,
+            full_refresh=plan.full_refresh,
+            snapshot_version=plan.snapshot_version,
+            guard=guard,
+        )
+        if guard["blocked_because"]:
+            log.warning("mass-change guard (%s): %s", "dry run" if dry_run else "allowed", guard["blocked_because"])
+        context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
+        return [] if dry_run else list(send_paths)
+
+
+def _summaries(upsert_results: Any) -> list[UpsertSummary]:
+    """The mapped upsert's summaries (a lazy sequence, a list, a single dict or None). Indexed rather than
+    iterated: iterating a lazy sequence probes one offset past the end, which Airflow logs as an error."""
+    if not upsert_results:
+        return []
+    if isinstance(upsert_results, dict):
+        upsert_results = [upsert_results]
+    values = (upsert_results[i] for i in range(len(upsert_results)))
+    return [UpsertSummary.from_xcom(r) for r in values if r]
+
+
+class BuildSnapshotCandidateOperator(BaseOperator):
+    """Build the snapshot candidate (``incremental.build_candidate``: the plan's next snapshot, where records
+    HubSpot rejected get their previous row back, so they are retried next run, and contacts HubSpot no
+    longer has leave) and the counts HubSpot should hold (``expected_counts.json``). Commits nothing.
+
+    :param plan: the plan task's :class:`~audience_sync.contracts.PlanResult` (an XComArg).
+    :param mapped: the map task's :class:`~audience_sync.contracts.MapResult` (for the audience properties).
+    :param upsert_results: the mapped upsert's summaries (an XComArg; empty when nothing was sent).
+    :return: a :class:`~audience_sync.contracts.SnapshotCandidate`, as a dict.
+    """
+
+    template_fields: Sequence[str] = ("plan", "mapped", "upsert_results")
+
+    def __init__(self, *, plan: Any, mapped: Any, upsert_results: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.plan = plan
+        self.mapped = mapped
         self.upsert_results = upsert_results
-        self.finalize = finalize
-        self.validation = validation
-        self.audiences = audiences
 
     def execute(self, context: Context) -> dict[str, Any]:
+        plan = PlanResult.from_xcom(self.plan)
+        if plan.dry_run:
+            raise AirflowSkipException("dry run: nothing was sent, so there is no snapshot to build")
+        mapped = MapResult.from_xcom(self.mapped)
         run_dir = _run_dir(context)
+        summaries = _summaries(self.upsert_results)
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            run_dir / "plan"
+        ) as (work, published):
+            rejected: list[str] = []
+            for rejects in storage.fetched([s.rejects_path for s in summaries], downloads):
+                rejected += incremental.rejected_emails(rejects, exclude_categories=())
+            gone: list[str] = []
+            for gone_file in storage.fetched([s.gone_path for s in summaries if s.gone_path], downloads):
+                gone += storage.read_table(gone_file, columns=["email"]).column("email").drop_null().to_pylist()
+            previous = plan.previous_snapshot_path
+            local_candidate, kept_out = incremental.build_candidate(
+                storage.fetched([plan.next_snapshot_path], downloads)[0],
+                rejected,
+                gone,
+                storage.fetched([previous], downloads)[0] if previous else None,
+                plan.full_refresh,
+                out_path=os.path.join(work, "snapshot-candidate.parquet"),
+            )
+            expected = incremental.expected_counts(local_candidate, mapped.audience_properties)
+            candidate = published(local_candidate)
+        expected_path = storage.write_json(expected, run_dir / "expected_counts.json")
+        log.info("snapshot candidate: %s; expected counts written", kept_out)
+        return SnapshotCandidate(
+            candidate, expected_path, kept_out["upsert_rejected"], kept_out["gone_in_hubspot"], plan.snapshot_version
+        ).to_xcom()
+
+
+class CommitSnapshotOperator(BaseOperator):
+    """Commit the validated snapshot candidate: the next run diffs against it. The only writer of the
+    snapshot; it runs after ``validate_counts``, so a failed or unconfirmed run never advances it, and
+    ``incremental.commit_snapshot`` refuses (``SnapshotMoved``) when the snapshot is no longer the version
+    the run planned on. Works on a local copy of the state folder when it lives on object storage.
+
+    :param candidate: the :class:`~audience_sync.contracts.SnapshotCandidate` (an XComArg).
+    :return: a :class:`~audience_sync.contracts.CommitResult`, as a dict.
+    """
+
+    template_fields: Sequence[str] = ("candidate",)
+
+    def __init__(self, *, candidate: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.candidate = candidate
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        candidate = SnapshotCandidate.from_xcom(self.candidate)
+        snapshot = storage.snapshot_path(context["dag"].dag_id)
+        with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
+            snapshot.parent
+        ) as (work, _):
+            for name in (snapshot.name, snapshot.name + incremental.VERSION_SUFFIX):
+                storage.download_to(snapshot.parent / name, os.path.join(work, name))
+            version = incremental.commit_snapshot(
+                storage.fetched([candidate.snapshot_candidate_path], downloads)[0],
+                os.path.join(work, snapshot.name),
+                candidate.planned_snapshot_version,
+                context["run_id"],
+            )
+        log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
+                 snapshot, version.get("generation"))
+        return CommitResult(str(snapshot), version).to_xcom()
+
+
+class RunReportOperator(BaseOperator):
+    """Write ``report.json`` and ``report.md`` in the run folder and print the summary. Reads the other tasks'
+    results by the ids the DAG gives; a result that is missing (a failed or skipped task) leaves its part
+    of the report empty, so the report also describes failed and dry runs.
+
+    :param connect_task_id: the Flow Service connection task (:class:`~audience_sync.contracts.ConnectResult`).
+    :param export_task_id: the export task (:class:`~audience_sync.contracts.ExportResult`).
+    :param map_task_id: the map task (:class:`~audience_sync.contracts.MapResult`).
+    :param plan_task_id: the plan task (:class:`~audience_sync.contracts.PlanResult`, key ``plan``).
+    :param upsert_task_id: the mapped upsert task (:class:`~audience_sync.contracts.UpsertSummary` each).
+    :param validate_task_id: the count validation task (:class:`~audience_sync.contracts.ValidationResult`).
+    :return: a :class:`~audience_sync.contracts.ReportResult`, as a dict.
+    """
+
+    template_fields: Sequence[str] = (
+        "connect_task_id", "export_task_id", "map_task_id", "plan_task_id", "upsert_task_id", "validate_task_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        connect_task_id: str,
+        export_task_id: str,
+        map_task_id: str,
+        plan_task_id: str,
+        upsert_task_id: str,
+        validate_task_id: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.connect_task_id = connect_task_id
+        self.export_task_id = export_task_id
+        self.map_task_id = map_task_id
+        self.plan_task_id = plan_task_id
+        self.upsert_task_id = upsert_task_id
+        self.validate_task_id = validate_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+
+        def pulled(task_id: str, contract: Any, key: str = "return_value") -> Any:
+            value = ti.xcom_pull(task_ids=task_id, key=key, default=None)
+            return contract.from_xcom(value) if value else None
+
+        connect = pulled(self.connect_task_id, ConnectResult)
+        export = pulled(self.export_task_id, ExportResult)
+        mapped = pulled(self.map_task_id, MapResult)
+        plan = pulled(self.plan_task_id, PlanResult, PlanSyncOperator.result_key)
+        validation = pulled(self.validate_task_id, ValidationResult)
+        upserts = _summaries(ti.xcom_pull(task_ids=self.upsert_task_id, default=None))
         durations = _task_durations(context)
-        upserts = _sum_upserts(_results(self.upsert_results))
-        stages: dict[str, dict[str, Any]] = {
-            "connect": {"duration_s": durations.get("connect")},
-            "export_audiences": {"duration_s": durations.get("export_audiences")},
-            "map": self.plan["map"],
-            "plan": self.plan["plan"],
-        }
-        if not self.plan["dry_run"]:
-            stages["ensure_audience_properties"] = {"duration_s": durations.get("ensure_audience_properties")}
-            stages["upsert"] = {"counts": upserts, "duration_s": upserts.get("wall_seconds", 0.0)}
-            stages["finalize_snapshot"] = {"duration_s": durations.get("finalize_snapshot")}
-        if self.validation:
+
+        stages: dict[str, dict[str, Any]] = {}
+        covered = {self.map_task_id, self.plan_task_id, self.upsert_task_id, self.validate_task_id}
+        for task_id, seconds in durations.items():  # steps without counts of their own, in DAG order
+            if task_id not in covered:
+                stages[task_id] = {"duration_s": seconds}
+        if mapped:
+            stages["map"] = {"counts": mapped.counts, "duration_s": mapped.duration_s}
+        if plan:
+            stages["plan"] = {
+                "counts": plan.counts, "sent_by_audience": plan.sent_by_audience, "duration_s": plan.duration_s,
+            }
+        if upserts:
+            totals = upsert_totals(upserts)
+            stages["upsert"] = {"counts": totals, "duration_s": totals.get("wall_seconds", 0.0)}
+        if validation:
             stages["verify"] = {
-                "expected": _nest(self.validation, "expected"),
-                "found": _nest(self.validation, "found"),
-                "duration_s": durations.get("validate_counts"),
+                "expected": validation.table("expected"),
+                "found": validation.table("found"),
+                "duration_s": durations.get(self.validate_task_id),
             }
         document = report.build_report(stages)
         document.update(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
-            dry_run=self.plan["dry_run"],
-            full_refresh=self.plan["full_refresh"],
-            audience_ids={a["id"]: a["name"] for a in self.audiences},
-            export_job_id=self.export.get("job_id"),
+            dry_run=plan.dry_run if plan else None,
+            full_refresh=plan.full_refresh if plan else None,
+            audience_ids={a.id: a.name for a in export.audiences} if export else {},
+            export_job_id=export.job_id if export else None,
+            flow_service_connection=report.connection_summary(connect.to_xcom()) if connect else None,
         )
+        run_dir = _run_dir(context)
         json_path = storage.write_json(document, run_dir / "report.json")
         markdown = report.render_markdown(document)
-        (run_dir / "report.md").write_text(markdown)
-        log.info("run report (%s):\n%s", run_dir / "report.md", markdown)
-        committed = None
-        if not self.plan["dry_run"]:
-            snapshot = storage.state_folder(context["dag"].dag_id) / SNAPSHOT_NAME
-            storage.write_bytes_atomically(storage.as_path(self.finalize["snapshot_candidate"]).read_bytes(), snapshot)
-            committed = str(snapshot)
-            log.info("snapshot committed to %s: the next run sends only what changes after this one", snapshot)
-        return {"report": json_path, "snapshot": committed}
+        md_path = storage.write_bytes_atomically(markdown.encode(), run_dir / "report.md")
+        log.info("run report (%s):\n%s", md_path, markdown)
+        return ReportResult(json_path, md_path).to_xcom()
 
 
-def _nest(rows: list[dict[str, Any]], field: str) -> dict[str, dict[str, int]]:
-    nested: dict[str, dict[str, int]] = {}
-    for row in rows:
-        nested.setdefault(row["property"], {})[row["status"]] = row[field]
-    return nested
+def upsert_totals(summaries: list[UpsertSummary]) -> dict[str, Any]:
+    """The report's upsert counts: summed over the chunks, HubSpot's rejects by category included."""
+    return UpsertSummary.total([_with_categories(s) for s in summaries])
+
+
+def _with_categories(summary: UpsertSummary) -> UpsertSummary:
+    """Rejects by category from the chunk's rejects file when the summary does not carry them yet (until
+    upsert.py adds ``rejected_by_category``, SHARED_CONTRACTS item 3): HubSpot's rejects reach the report."""
+    if summary.rejected_by_category or not summary.rejected:
+        return summary
+    categories = storage.read_table(summary.rejects_path, columns=["category"]).column("category")
+    counted = {c["values"]: c["counts"] for c in pc.value_counts(categories.fill_null("UNKNOWN")).to_pylist()}
+    return UpsertSummary.from_xcom({**summary.to_xcom(), "rejected_by_category": counted})
 
 
 def _task_durations(context: Context) -> dict[str, float]:
-    """Seconds per task (mapped tasks summed), as recorded by ``record_duration``."""
+    """Seconds per task, as recorded by ``record_duration``; mapped tasks report their own wall time."""
     ti = context["ti"]
     durations: dict[str, float] = {}
     for task in context["dag"].tasks:
         if task.task_id == context["task"].task_id or getattr(task, "is_mapped", False):
-            continue  # this task is still running; mapped tasks report their own wall time
-        task_id = task.task_id
-        values = ti.xcom_pull(task_ids=task_id, key="duration_seconds", map_indexes=None)
+            continue
+        values = ti.xcom_pull(task_ids=task.task_id, key="duration_seconds", map_indexes=None)
         if values is None:
             continue
         values = [values] if isinstance(values, (int, float)) else [v for v in values if v is not None]
         if values:
-            durations[task_id] = round(sum(values), 3)
+            durations[task.task_id] = round(sum(values), 3)
     return durations
 
 
