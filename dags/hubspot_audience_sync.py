@@ -3,9 +3,10 @@
 
 Keeps HubSpot contacts in step with Adobe Experience Platform audiences, nightly or on demand.
 
-connect → export audiences → map contacts → plan sync → (dry run?) → ensure audience properties →
-upsert contacts (mapped over chunks, pool `hubspot_api`) → build snapshot candidate → validate counts →
-commit snapshot; the run report runs last whatever happened (failures, skips, dry runs).
+connect → export audiences → map contacts → plan sync → (dry run?) → approve mass change (only when the
+guard stopped a manual run) → ensure audience properties → upsert contacts (mapped over chunks, pool
+`hubspot_api`) → build snapshot candidate → validate counts → commit snapshot; the run report runs last
+whatever happened (failures, skips, dry runs), then run folders past `retention_days` are deleted.
 
 Scheduled runs take their audiences from `include/sync_config.yaml`; manual runs can override
 everything in the trigger form. Every run writes `report.json` and `report.md` under
@@ -19,6 +20,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Asset, Param
+from audience_sync.alerts import notify_failure
 from audience_sync.config import load_sync_config
 from audience_sync.constants import MAX_BATCH
 from audience_sync.operators.aep import EnsureHubSpotConnectionOperator, ExportAudiencesOperator
@@ -28,8 +30,10 @@ from audience_sync.operators.hubspot import (
     ValidateContactCountsOperator,
 )
 from audience_sync.operators.sync import (
+    ApproveMassChangeOperator,
     BuildSnapshotCandidateOperator,
     CommitSnapshotOperator,
+    DeleteExpiredRunFoldersOperator,
     MapContactsOperator,
     PlanSyncOperator,
     RunReportOperator,
@@ -44,6 +48,15 @@ config = load_sync_config()
 # Other DAGs can schedule on this; each event's extra lists the run's mapped Parquet files.
 MAPPED_CONTACTS = Asset(name="hubspot_audience_sync_mapped_contacts")
 
+# No silent hang: every task has a bound sized for its work, and the run one under the daily schedule, so a
+# stuck run never blocks the next night (max_active_runs=1). The export waits for AEP's job (its own
+# job_timeout, 3 h) then downloads; validation polls at most validation_max_wait_seconds; an approval
+# request waits APPROVAL_WAIT, then counts as rejected.
+EXPORT_JOB = timedelta(hours=3)
+APPROVAL_WAIT = timedelta(hours=8)
+SHORT, LONG = timedelta(minutes=15), timedelta(hours=1)
+VALIDATION = timedelta(seconds=config.validation_max_wait_seconds) + SHORT
+
 
 with DAG(
     dag_id="hubspot_audience_sync",
@@ -52,6 +65,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(hours=20),
+    # One alert per failed run (not one per failed task or mapped upsert): a DAG-level callback.
+    on_failure_callback=notify_failure,
     render_template_as_native_obj=True,
     user_defined_macros={"run_folder": lambda dag_id, run_id: str(run_folder(dag_id, run_id))},
     doc_md=__doc__,
@@ -65,6 +81,7 @@ with DAG(
         "on_failure_callback": log_failure_summary,
         "on_success_callback": record_duration,
         "retry_policy": SYNC_RETRY_POLICY,
+        "execution_timeout": SHORT,
     },
     params={
         "audiences": Param(
@@ -124,6 +141,8 @@ with DAG(
         merge_policy_id="{{ params.merge_policy_id }}",
         source_files="{{ params.source_files }}",
         output_dir="{{ run_folder(dag.dag_id, run_id) }}/export",
+        job_timeout=EXPORT_JOB,
+        execution_timeout=EXPORT_JOB + LONG,
     )
 
     map_contacts = MapContactsOperator(
@@ -133,6 +152,7 @@ with DAG(
         property_prefix=config.property_prefix,
         chunk_rows=config.chunk_rows,
         outlets=[MAPPED_CONTACTS],
+        execution_timeout=LONG,
     )
 
     plan = PlanSyncOperator(
@@ -143,7 +163,14 @@ with DAG(
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
         allow_mass_change="{{ params.allow_mass_change }}",
+        approval_on_mass_change=config.approval_on_mass_change,
         chunk_rows=config.chunk_rows,
+        execution_timeout=LONG,
+    )
+
+    plan_result = plan.output[PlanSyncOperator.result_key]
+    approve = ApproveMassChangeOperator(
+        task_id="approve_mass_change", plan=plan_result, response_timeout=APPROVAL_WAIT, execution_timeout=None
     )
 
     ensure_properties = EnsureAudiencePropertiesOperator(
@@ -153,7 +180,6 @@ with DAG(
         prefix=config.property_prefix,
     )
 
-    plan_result = plan.output[PlanSyncOperator.result_key]
     upsert = UpsertContactsOperator.partial(
         task_id="upsert_contacts",
         output_dir="{{ run_folder(dag.dag_id, run_id) }}/upsert",
@@ -164,6 +190,7 @@ with DAG(
         rate_share="{{ 1.0 / ([%d, ti.xcom_pull(task_ids='%s') | length] | min) }}"
         % (config.hubspot_pool_slots, plan.task_id),
         pool=config.hubspot_pool,
+        execution_timeout=LONG,
     ).expand(input_path=plan.output)
 
     candidate = BuildSnapshotCandidateOperator(
@@ -172,6 +199,7 @@ with DAG(
         mapped=map_contacts.output,
         upsert_results=upsert.output,
         trigger_rule="none_failed_min_one_success",  # also when nothing changed (no upsert chunk)
+        execution_timeout=LONG,
     )
 
     validate = ValidateContactCountsOperator(
@@ -180,6 +208,7 @@ with DAG(
         tolerance=config.validation_tolerance,
         max_wait_s=config.validation_max_wait_seconds,
         poll_s=config.validation_poll_seconds,
+        execution_timeout=VALIDATION,
     )
 
     commit = CommitSnapshotOperator(task_id="commit_snapshot", candidate=candidate.output)
@@ -196,11 +225,16 @@ with DAG(
         trigger_rule="all_done",
     )
 
+    retention = DeleteExpiredRunFoldersOperator(
+        task_id="delete_expired_run_folders", retention_days=config.retention_days, trigger_rule="all_done"
+    )
+
     choose = BranchPythonOperator(
         task_id="dry_run_or_write",
         python_callable=choose_writes,
-        op_kwargs={"write_task_id": ensure_properties.task_id, "report_task_id": run_report.task_id},
+        op_kwargs={"write_task_id": approve.task_id, "report_task_id": run_report.task_id},
     )
 
-    connect >> export >> map_contacts >> plan >> choose >> [ensure_properties, run_report]
-    ensure_properties >> upsert >> candidate >> validate >> [commit, run_report]
+    connect >> export >> map_contacts >> plan >> choose >> [approve, run_report]
+    approve >> ensure_properties >> upsert >> candidate >> validate >> [commit, run_report]
+    run_report >> retention

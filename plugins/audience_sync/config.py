@@ -31,6 +31,8 @@ DEFAULT_BLOCKED_FIELDS = (
     "identityMap.ECID",
     "consents",
 )
+# A run the mass-change guard stopped waits for a person's approval (manual runs only, any run, or none).
+APPROVAL_MODES = ("manual", "always", "never")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -83,6 +85,8 @@ class SyncConfig:
     max_input_bytes: int = 10 * 2**30
     allowed_roots: list[str] | None = None  # None: include/ and the base path
     blocked_fields: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_FIELDS))
+    alerts: dict | None = None  # failure notifications, parsed by audience_sync.alerts.parse_alerts
+    approval_on_mass_change: str = "manual"  # which runs the guard stopped wait for approval: manual|always|never
 
     def resolve(self, path: str) -> str:
         """Relative paths in the config and in params are relative to the project root."""
@@ -116,6 +120,11 @@ def load_sync_config(path: str | os.PathLike | None = None) -> SyncConfig:
         raise ConfigError(
             f"{path}: flow_service_connection must be one of {', '.join(FLOW_SERVICE_MODES)}, "
             f"not {config.flow_service_connection!r}"
+        )
+    if config.approval_on_mass_change not in APPROVAL_MODES:
+        raise ConfigError(
+            f"{path}: approval_on_mass_change must be one of {', '.join(APPROVAL_MODES)}, "
+            f"not {config.approval_on_mass_change!r}"
         )
     if not 1 <= config.batch_size <= 100:
         raise ConfigError(f"{path}: batch_size must be between 1 and 100 (HubSpot's batch limit)")

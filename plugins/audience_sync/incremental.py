@@ -603,27 +603,52 @@ def _describe(version: str, record: dict) -> str:
     return f"version {version[:12]}"
 
 
-def pin_plan_base(pin_path: str, version: str, snapshot_path: str) -> str:
-    """Record, in the run folder, the snapshot version a run first planned on; a later plan of the same
-    run (a cleared task) on another version is refused: the run's export is older than the snapshot."""
+def _later(first: str | None, second: str | None) -> bool:
+    """Whether the ISO timestamp ``first`` is after ``second`` (either unknown: no)."""
+    if not first or not second:
+        return False
+    return datetime.fromisoformat(first) > datetime.fromisoformat(second)
+
+
+def pin_plan_base(
+    pin_path: str, version: str, snapshot_path: str, run_id: str | None = None, run_after: str | None = None
+) -> str:
+    """Refuse, before anything is written, to apply this run's export to a snapshot a newer run committed.
+
+    Two records say so: the snapshot's version sidecar (which run committed it, and that run's
+    ``run_after``), and the pin this function keeps in the run folder (the version the run first planned
+    on). Refused: the snapshot was committed by another run scheduled after this one (``run_after``), or
+    this run first planned on another version that it did not commit itself. Allowed: a retried plan on
+    the same version, and a rerun of a run after its own commit (it plans on what it committed, so it
+    sends nothing twice). Returns the version now pinned."""
+    record = read_version_record(snapshot_path)
+    by_this_run = bool(run_id) and record.get("sha256") == version and record.get("run_id") == run_id
+    by_newer_run = (
+        record.get("sha256") == version and not by_this_run and _later(record.get("run_after"), run_after)
+    )
+    pinned = None
     if os.path.exists(pin_path):
         with open(pin_path, encoding="utf-8") as handle:
             pinned = json.load(handle)["snapshot_version"]
-        if pinned != version:
-            raise SnapshotMoved(
-                f"this run first planned on {_describe(pinned, {})} of the snapshot; it is now at "
-                f"{_describe(version, read_version_record(snapshot_path))}. Its export is older than the snapshot "
-                "and would undo newer changes: nothing was planned. Trigger a new run instead of clearing this one."
-            )
-        return pinned
-    write_file_atomically(pin_path, json.dumps({"snapshot_version": version}).encode())
+    if by_newer_run or (pinned is not None and pinned != version and not by_this_run):
+        first = f"first planned on {_describe(pinned, {})}" if pinned is not None else f"was scheduled for {run_after}"
+        raise SnapshotMoved(
+            f"this run {first}; the snapshot is now at {_describe(version, record)}. This run's export is older "
+            "than the snapshot and would undo newer changes: nothing was planned or written. Trigger a new run "
+            "instead of clearing this one."
+        )
+    if pinned != version:
+        write_file_atomically(pin_path, json.dumps({"snapshot_version": version, "run_id": run_id}).encode())
     return version
 
 
-def commit_snapshot(candidate_path: str, snapshot_path: str, expected_version: str, run_id: str) -> dict:
+def commit_snapshot(
+    candidate_path: str, snapshot_path: str, expected_version: str, run_id: str, run_after: str | None = None
+) -> dict:
     """Copy the candidate over the snapshot atomically, only if the snapshot is still the one this run
-    planned on (``Plan.snapshot_version``), and bump the version sidecar. A retried commit of the same
-    run that already succeeded is a no-op. Returns the new version record."""
+    planned on (``Plan.snapshot_version``), and bump the version sidecar, which records the committing
+    run and its ``run_after`` (:func:`pin_plan_base` refuses older runs on it). A retried commit of the
+    same run that already succeeded is a no-op. Returns the new version record."""
     current = snapshot_version(snapshot_path)
     record = read_version_record(snapshot_path)
     if current != expected_version:
@@ -640,6 +665,7 @@ def commit_snapshot(candidate_path: str, snapshot_path: str, expected_version: s
         "sha256": snapshot_version(snapshot_path),
         "generation": int(record.get("generation") or 0) + 1,
         "run_id": run_id,
+        "run_after": run_after,
         "previous_sha256": expected_version,
         "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

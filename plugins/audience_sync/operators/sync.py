@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow.compute as pc
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
-from audience_sync.config import load_sync_config
+from audience_sync.config import APPROVAL_MODES, expired_run_folders, load_sync_config
 from audience_sync.contracts import (
     Audience,
     CommitResult,
@@ -33,6 +34,7 @@ from audience_sync.contracts import (
     UpsertSummary,
     ValidationResult,
 )
+from audience_sync.errors import ConfigurationError
 from audience_sync.templating import rendered_bool
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,32 @@ def choose_writes(params: dict, write_task_id: str, report_task_id: str, **_: An
     if rendered_bool(params["dry_run"]):
         return [report_task_id]
     return [write_task_id, report_task_id]
+
+
+def approval_applies(mode: str, run_type: Any) -> bool:
+    """Whether a run the mass-change guard stopped may wait for a person's approval instead of failing
+    (setting ``approval_on_mass_change``): ``manual`` runs only (the default), ``always``, or ``never``."""
+    if mode not in APPROVAL_MODES:
+        raise ConfigurationError(f"approval_on_mass_change must be one of {', '.join(APPROVAL_MODES)}, not {mode!r}")
+    return mode == "always" or (mode == "manual" and str(getattr(run_type, "value", run_type)) == "manual")
+
+
+def mass_change_summary(plan: dict | None) -> str:
+    """The approval request's text (Markdown): the guard's reasons and numbers, and what each answer does."""
+    guard = (plan or {}).get("guard") or {}
+    reasons = "\n".join(f"- {reason}" for reason in guard.get("blocked_because", [])) or "- (no reason recorded)"
+    numbers = "\n".join(
+        f"| {name} | {guard[name]} |"
+        for name in ("snapshot_contacts", "exiting", "exit_fraction", "losing_values", "max_exit_fraction",
+                     "exported", "rejected", "reject_fraction", "max_reject_fraction")
+        if name in guard
+    )
+    return (
+        "The mass-change guard stopped this run before any write:\n\n" + reasons
+        + "\n\n| number | value |\n| --- | --- |\n" + numbers
+        + "\n\n**Approve** sends this plan to HubSpot once; **Reject** (or no answer in time) writes nothing. "
+        "Check the export (audiences, merge policy, identity namespace, source files) and the map rejects first."
+    )
 
 
 class MapContactsOperator(BaseOperator):
@@ -117,9 +145,11 @@ class MapContactsOperator(BaseOperator):
 
 class PlanSyncOperator(BaseOperator):
     """Diff the mapped contacts with the last committed snapshot (``incremental.plan``): what to send, and
-    the snapshot the run would commit, with the version of the snapshot planned on. Then the mass-change
-    guard (``incremental.check_mass_change``) stops a plan that looks like broken input before any write.
-    Writes nothing outside the run folder.
+    the snapshot the run would commit, with the version of the snapshot planned on. First it refuses a run
+    whose export is older than the snapshot (``incremental.pin_plan_base``: a cleared old run after a newer
+    run committed), then the mass-change guard (``incremental.check_mass_change``) stops a plan that looks
+    like broken input before any write, or marks it as waiting for a person's approval
+    (``approval_on_mass_change``). Writes nothing outside the run folder.
 
     :param mapped: the map task's :class:`~audience_sync.contracts.MapResult` (an XComArg).
     :param max_exit_fraction: the guard's limit on contacts exiting or losing a value (sync config).
@@ -127,6 +157,8 @@ class PlanSyncOperator(BaseOperator):
     :param full_refresh: resend every contact; templated from the run's params (a bool when rendered natively).
     :param dry_run: plan only (the guard then reports instead of stopping); templated from the run's params.
     :param allow_mass_change: let one run through the guard on purpose; templated from the run's params.
+    :param approval_on_mass_change: ``manual`` (default), ``always`` or ``never``: which runs the guard
+        stopped wait for an approval (``guard["awaiting_approval"]``) instead of failing.
     :param chunk_rows: rows per send chunk (one upsert task each).
     :return: the chunks to upsert (empty in a dry run): the mapped upsert expands over them, and Airflow
         maps only over a return value. The :class:`~audience_sync.contracts.PlanResult` goes to the XCom
@@ -145,6 +177,7 @@ class PlanSyncOperator(BaseOperator):
         full_refresh: Any = False,
         dry_run: Any = False,
         allow_mass_change: Any = False,
+        approval_on_mass_change: str = "never",
         chunk_rows: int = 10_000,
         **kwargs: Any,
     ) -> None:
@@ -155,19 +188,33 @@ class PlanSyncOperator(BaseOperator):
         self.full_refresh = full_refresh
         self.dry_run = dry_run
         self.allow_mass_change = allow_mass_change
+        self.approval_on_mass_change = approval_on_mass_change
         self.chunk_rows = int(chunk_rows)
 
     def execute(self, context: Context) -> list[str]:
         mapped = MapResult.from_xcom(self.mapped)
         dry_run, full_refresh = rendered_bool(self.dry_run), rendered_bool(self.full_refresh)
+        allow = dry_run or rendered_bool(self.allow_mass_change)
+        dag_run = context.get("dag_run")
+        may_wait = approval_applies(self.approval_on_mass_change, getattr(dag_run, "run_type", None))
         snapshot = storage.snapshot_path(context["dag"].dag_id)
         previous = str(snapshot) if snapshot.exists() else None
+        run_dir = _run_dir(context)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
-            _run_dir(context)
+            run_dir
         ) as (work, published):
             local_mapped = storage.fetched(list(mapped.mapped_paths), downloads)
             local_rejects, *local_previous = storage.fetched([mapped.rejects_path, *([previous] if previous else [])], downloads)
+            local_snapshot = local_previous[0] if local_previous else os.path.join(downloads, snapshot.name)
+            storage.download_to(
+                snapshot.parent / (snapshot.name + incremental.VERSION_SUFFIX), local_snapshot + incremental.VERSION_SUFFIX
+            )
+            pin = os.path.join(work, "plan", PLAN_BASE)
+            storage.download_to(run_dir / "plan" / PLAN_BASE, pin)
+            incremental.pin_plan_base(
+                pin, incremental.snapshot_version(local_snapshot), local_snapshot, context["run_id"], _run_after(context)
+            )
             plan = incremental.plan(
                 local_mapped,
                 local_previous[0] if local_previous else None,
@@ -179,12 +226,10 @@ class PlanSyncOperator(BaseOperator):
                 keep_on_missing=list(mapped.keep_on_missing),
             )
             guard = incremental.check_mass_change(
-                plan.counts,
-                mapped.counts,
-                self.max_exit_fraction,
-                self.max_reject_fraction,
-                allow=dry_run or rendered_bool(self.allow_mass_change),
+                plan.counts, mapped.counts, self.max_exit_fraction, self.max_reject_fraction, allow=allow or may_wait
             )
+            awaiting = bool(guard["blocked_because"]) and not allow
+            guard = {**guard, "allowed": guard["allowed"] and not awaiting, "awaiting_approval": awaiting}
             send_paths = tuple(published(p) for p in plan.send_paths)
             next_snapshot = published(plan.next_snapshot_path)
         log.info("plan: %s%s", plan.counts, " (dry run: nothing will be sent)" if dry_run else "")
@@ -201,9 +246,46 @@ class PlanSyncOperator(BaseOperator):
             guard=guard,
         )
         if guard["blocked_because"]:
-            log.warning("mass-change guard (%s): %s", "dry run" if dry_run else "allowed", guard["blocked_because"])
+            state = "dry run" if dry_run else "waiting for approval" if awaiting else "allowed"
+            log.warning("mass-change guard (%s): %s", state, guard["blocked_because"])
         context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
         return [] if dry_run else list(send_paths)
+
+
+PLAN_BASE = "plan-base.json"  # in the run's plan folder: the snapshot version the run first planned on
+
+
+def _run_after(context: Context) -> str | None:
+    """The run's ``run_after`` (when it was due), ISO: orders runs for the replay check."""
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    return run_after.isoformat() if run_after else None
+
+
+class ApproveMassChangeOperator(ApprovalOperator):
+    """The approval gate before the first write: when the mass-change guard stopped the plan and the run
+    may wait (``PlanResult.guard["awaiting_approval"]``), asks a person through Airflow's human-in-the-loop
+    ``ApprovalOperator`` with the guard's numbers (the run's "Required actions" in the UI); otherwise
+    passes at once. Approve: the plan is sent; Reject, or no answer within ``response_timeout``: every
+    write task is skipped and the snapshot does not move.
+
+    :param plan: the plan task's :class:`~audience_sync.contracts.PlanResult` (an XComArg).
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "plan")
+
+    def __init__(self, *, plan: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("subject", "Approve a mass change to HubSpot?")
+        super().__init__(defaults=ApprovalOperator.REJECT, **kwargs)
+        self.plan = plan
+
+    def execute(self, context: Context) -> Any:
+        plan = PlanResult.from_xcom(self.plan)
+        if not plan.guard.get("awaiting_approval"):
+            self.log.info("the mass-change guard did not stop this plan: no approval needed")
+            return None
+        self.body = mass_change_summary(plan.to_xcom())
+        self.log.info("waiting for a person's approval of this plan:\n%s", self.body)
+        return super().execute(context)
 
 
 def _summaries(upsert_results: Any) -> list[UpsertSummary]:
@@ -299,10 +381,65 @@ class CommitSnapshotOperator(BaseOperator):
                 os.path.join(work, snapshot.name),
                 candidate.planned_snapshot_version,
                 context["run_id"],
+                _run_after(context),
             )
         log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
                  snapshot, version.get("generation"))
         return CommitResult(str(snapshot), version).to_xcom()
+
+
+def _modified(info: dict) -> float | None:
+    """A file's last-modified time (epoch seconds) from an fsspec ``info``: filesystems name it differently
+    (local ``mtime``, S3 ``LastModified``, GCS ``updated``, Azure ``last_modified``, memory ``created``)."""
+    for key in ("mtime", "LastModified", "updated", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def _last_modified(folder: storage.ObjectStoragePath) -> float | None:
+    """When anything in a run folder last changed: its newest file (object stores have no folder times)."""
+    times = [_modified(path.stat()) for path in folder.rglob("*") if path.is_file()]
+    times = [t for t in times if t is not None]
+    return max(times) if times else _modified(folder.stat())
+
+
+class DeleteExpiredRunFoldersOperator(BaseOperator):
+    """Delete this DAG's run folders (they hold personal data) whose newest file is older than
+    ``retention_days`` (``config.expired_run_folders``), on local or object storage. Never the current
+    run's folder; logs counts only.
+
+    :param retention_days: the setting ``retention_days``.
+    :return: ``{"deleted": n, "kept": n, "unknown_age": n}``.
+    """
+
+    def __init__(self, *, retention_days: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retention_days = int(retention_days)
+
+    def execute(self, context: Context) -> dict[str, int]:
+        current = _run_dir(context)
+        runs = current.parent
+        aged, unknown = [], 0
+        for folder in runs.iterdir():
+            if not folder.is_dir() or folder.name == current.name:
+                continue
+            modified = _last_modified(folder)
+            if modified is None:
+                unknown += 1
+            else:
+                aged.append((folder.name, modified))
+        expired = expired_run_folders(aged, time.time(), self.retention_days)
+        for name in expired:
+            (runs / name).rmdir(recursive=True)
+        counts = {"deleted": len(expired), "kept": len(aged) - len(expired) + 1, "unknown_age": unknown}
+        log.info("run folders older than %d days deleted: %s", self.retention_days, counts)
+        return counts
 
 
 class RunReportOperator(BaseOperator):
