@@ -4,6 +4,8 @@ an XCom recorder): these operators read nothing else from Airflow."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -15,11 +17,18 @@ from audience_sync import storage
 from audience_sync.incremental import MassChangeBlocked, SnapshotMoved
 from audience_sync.contracts import Audience, MapResult, PlanResult, SnapshotCandidate
 from audience_sync.mapping import REJECT_SCHEMA
+from audience_sync.errors import ConfigurationError
+from audience_sync.operators.aep import AepExportFailed
+from audience_sync.operators.hubspot import CountMismatch
 from audience_sync.operators.sync import (
+    ApproveMassChangeOperator,
     BuildSnapshotCandidateOperator,
     CommitSnapshotOperator,
+    DeleteExpiredRunFoldersOperator,
     PlanSyncOperator,
+    approval_applies,
     choose_writes,
+    mass_change_summary,
 )
 
 COLUMNS = ["email", "firstname", "aep_gold"]
@@ -131,3 +140,141 @@ def test_a_dry_run_plans_sends_nothing_and_builds_no_candidate(tmp_path):
 def test_the_branch_uses_the_ids_it_is_given():
     assert choose_writes({"dry_run": True}, write_task_id="w", report_task_id="r") == ["r"]
     assert choose_writes({"dry_run": False}, write_task_id="w", report_task_id="r") == ["w", "r"]
+
+
+# ------------------------------------------------------------------------------------ replay safety
+
+
+class DagRun(SimpleNamespace):
+    """The two fields of a DAG run the plan reads: when it was due, and how it was started."""
+
+
+def run_context(run_id: str, run_after: str, run_type: str = "scheduled") -> dict:
+    ctx = context(run_id)
+    ctx["dag_run"] = DagRun(run_after=datetime.fromisoformat(run_after), run_type=run_type)
+    return ctx
+
+
+def plan_in(mapped_result: dict, ctx: dict, **flags) -> PlanResult:
+    limits = {"max_exit_fraction": 0.10, "max_reject_fraction": 0.05}
+    PlanSyncOperator(task_id="plan_sync", mapped=mapped_result, **limits, **flags).execute(ctx)
+    return PlanResult.from_xcom(ctx["ti"].pushed[PlanSyncOperator.result_key])
+
+
+def complete(mapped_result: dict, ctx: dict) -> dict:
+    """plan → candidate → commit in one run context; the commit's version record."""
+    plan = plan_in(mapped_result, ctx)
+    candidate = BuildSnapshotCandidateOperator(
+        task_id="build_snapshot_candidate", plan=plan.to_xcom(), mapped=mapped_result, upsert_results=[]
+    ).execute(ctx)
+    return CommitSnapshotOperator(task_id="commit_snapshot", candidate=candidate).execute(ctx)["version"]
+
+
+def test_an_old_run_never_plans_on_a_snapshot_a_newer_run_committed(tmp_path):
+    rows = [{"email": f"p{i}@example.com", "firstname": f"P{i}", "aep_gold": "realized"} for i in range(20)]
+    data = mapped(tmp_path, rows)
+    old = run_context("scheduled__day1", "2026-11-01T02:00:00+00:00")
+    assert complete(data, old)["run_after"] == "2026-11-01T02:00:00+00:00"
+
+    # The same run cleared after its own commit: allowed, plans on what it committed, sends nothing again.
+    again = plan_in(data, run_context("scheduled__day1", "2026-11-01T02:00:00+00:00"))
+    assert again.counts["to_send"] == 0
+
+    newer = run_context("scheduled__day2", "2026-11-02T02:00:00+00:00")
+    assert complete(mapped(tmp_path, rows[:19]), newer)["run_id"] == "scheduled__day2"
+
+    # The old run cleared now: its pin (first planned on "no snapshot") and the newer committer both refuse.
+    with pytest.raises(SnapshotMoved, match="Trigger a new run instead of clearing this one"):
+        plan_in(data, run_context("scheduled__day1", "2026-11-01T02:00:00+00:00"))
+    # An old run that never planned (it failed before plan_sync) is refused by the committer's run_after.
+    with pytest.raises(SnapshotMoved, match="was scheduled for 2026-10-31"):
+        plan_in(data, run_context("scheduled__day0", "2026-10-31T02:00:00+00:00"))
+    # A run due after the commit plans as usual.
+    later = plan_in(data, run_context("scheduled__day3", "2026-11-03T02:00:00+00:00"))
+    assert later.counts["to_send"] == 1  # the contact that exited comes back
+
+
+# -------------------------------------------------------------------------------------- approval gate
+
+
+@pytest.mark.parametrize(
+    ("mode", "run_type", "waits"),
+    [("manual", "manual", True), ("manual", "scheduled", False), ("always", "scheduled", True),
+     ("never", "manual", False)],
+)
+def test_a_guard_stopped_run_waits_for_approval_only_where_configured(tmp_path, mode, run_type, waits):
+    rows = [{"email": f"p{i}@example.com", "firstname": f"P{i}", "aep_gold": "realized"} for i in range(10)]
+    complete(mapped(tmp_path, rows), run_context("r1", "2026-11-01T02:00:00+00:00"))
+    one_left = mapped(tmp_path, rows[:1])
+    ctx = run_context("r2", "2026-11-02T02:00:00+00:00", run_type)
+    if not waits:
+        with pytest.raises(MassChangeBlocked):
+            plan_in(one_left, ctx, approval_on_mass_change=mode)
+        return
+    plan = plan_in(one_left, ctx, approval_on_mass_change=mode)
+    assert plan.guard["awaiting_approval"] and not plan.guard["allowed"] and plan.guard["exiting"] == 9
+    body = mass_change_summary(plan.to_xcom())
+    assert "9 of the snapshot's 10 contacts would exit" in body and "| exiting | 9 |" in body and "@" not in body
+
+
+def test_the_approval_task_passes_at_once_when_the_guard_did_not_stop_the_plan(tmp_path):
+    rows = [{"email": "a@example.com", "firstname": "A", "aep_gold": "realized"}]
+    plan = plan_in(mapped(tmp_path, rows), run_context("r1", "2026-11-01T02:00:00+00:00", "manual"),
+                   approval_on_mass_change="manual")
+    assert not plan.guard["awaiting_approval"]
+    gate = ApproveMassChangeOperator(task_id="approve_mass_change", plan=plan.to_xcom())
+    assert gate.execute(context("r1")) is None  # no human-in-the-loop request was made
+    with pytest.raises(ConfigurationError, match="approval_on_mass_change"):
+        approval_applies("sometimes", "manual")
+
+
+# ------------------------------------------------------------------------------------------ retention
+
+
+@pytest.mark.parametrize("base", ["local", "memory"])
+def test_expired_run_folders_are_deleted_never_the_current_one(tmp_path, monkeypatch, base):
+    if base == "memory":
+        from airflow.sdk.io import attach
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        attach("memory", fs=MemoryFileSystem())
+        monkeypatch.setenv("AUDIENCE_SYNC_BASE_PATH", f"memory://retention-{tmp_path.name}")
+    runs = storage.run_folder("sync_test", "current").parent
+    for name in ("old", "recent", "current"):
+        (runs / name / "plan").mkdir(parents=True, exist_ok=True)
+        (runs / name / "plan" / "send.parquet").write_bytes(b"personal data")
+    now = time.time()
+    ages = {"old": now - 40 * 86_400, "recent": now - 2 * 86_400, "current": now - 90 * 86_400}
+
+    def stat_with_age(path):  # object stores give no way to backdate a file: the edge, ages only
+        info = dict(path.fs.info(path.path))
+        run = next((n for n in ages if f"/{n}/" in str(path) or str(path).endswith(f"/{n}")), None)
+        return {**info, "mtime": ages[run]} if run else info
+
+    monkeypatch.setattr(storage.ObjectStoragePath, "stat", stat_with_age)
+    counts = DeleteExpiredRunFoldersOperator(task_id="delete_expired_run_folders", retention_days=30).execute(
+        context("current")
+    )
+    assert counts == {"deleted": 1, "kept": 2, "unknown_age": 0}
+    assert sorted(p.name for p in runs.iterdir()) == ["current", "recent"]
+
+
+# --------------------------------------------------------------------------------------- retry policy
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MassChangeBlocked("guard"),
+        SnapshotMoved("moved"),
+        AepExportFailed("job FAILED"),
+        CountMismatch("counts differ after the wait"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_stopped_run_fails_at_once_instead_of_retrying(error):
+    from airflow.sdk import RetryAction
+
+    from audience_sync.retry_policy import SYNC_RETRY_POLICY
+
+    assert SYNC_RETRY_POLICY.evaluate(error, try_number=1, max_tries=4).action == RetryAction.FAIL

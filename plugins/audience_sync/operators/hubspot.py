@@ -15,6 +15,7 @@ from audience_sync import storage
 from audience_sync.clients.hubspot import HubSpotClient
 from audience_sync.constants import MAX_BATCH, checked_batch_size
 from audience_sync.contracts import UpsertSummary, ValidationResult, ValidationRow
+from audience_sync.errors import PermanentError
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.naming import DEFAULT_PREFIX, audience_property_names
 from audience_sync.properties import DEFAULT_GROUP, DEFAULT_GROUP_LABEL, PropertySetupError, reconcile
@@ -30,8 +31,9 @@ __all__ = [
 ]
 
 
-class CountMismatch(AssertionError):
-    """HubSpot's contact counts differ from the run's expectation beyond the tolerance."""
+class CountMismatch(PermanentError, AssertionError):
+    """HubSpot's contact counts differ from the run's expectation beyond the tolerance, after the bounded
+    wait for HubSpot's search index: a task retry would only wait again (the run fails at once)."""
 
 
 def _loaded(value: Any) -> Any:
@@ -215,7 +217,9 @@ class ValidateContactCountsOperator(_HubSpotOperator):
             if time.monotonic() + self.poll_s > deadline:
                 raise CountMismatch(
                     f"HubSpot contact counts differ from the run's expectation by more than {self.tolerance} after "
-                    f"waiting {self.max_wait_s} s for the search index:\n{format_table(rows)}"
+                    f"waiting {self.max_wait_s} s for the search index:\n{format_table(rows)}\nThe snapshot was not "
+                    "advanced. If contacts were changed in HubSpot outside the sync, a run with full_refresh "
+                    "reconciles the snapshot with what HubSpot holds."
                 )
             self.log.info("HubSpot counts not there yet (search index lag); polling again in %s s", self.poll_s)
             time.sleep(self.poll_s)

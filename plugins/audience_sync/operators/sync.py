@@ -520,6 +520,7 @@ class RunReportOperator(BaseOperator):
             run_id=context["run_id"],
             dry_run=plan.dry_run if plan else None,
             full_refresh=plan.full_refresh if plan else None,
+            mass_change_guard=plan.guard if plan else None,  # the guard's numbers, dry runs included
             audience_ids={a.id: a.name for a in export.audiences} if export else {},
             export_job_id=export.job_id if export else None,
             flow_service_connection=report.connection_summary(connect.to_xcom()) if connect else None,
