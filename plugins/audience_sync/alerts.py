@@ -14,7 +14,8 @@ Settings: the ``alerts:`` key of the sync config (include/sync_config.yaml)::
 
 The message is one paragraph: what failed, the run's counts, and where the report and files are.
 No secret (the project's exceptions carry none) and no email address (masked) is in it.
-Wire it as the DAG's ``on_failure_callback=alerts.notify_failure``.
+Wire it as the DAG's ``on_failure_callback=alerts.notify_failure`` (one message per run); the failed task's
+error comes from the run folder's ``failure.json`` (``operators.sync.log_failure_summary`` writes it).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audience_sync import config
+from audience_sync import config, storage
 from audience_sync.errors import ConfigurationError
 from audience_sync.ui.reports import load_report, mask_emails, run_folder
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 600
+FAILURE_RECORD = "failure.json"  # in the run folder: the run's first failed task (log_failure_summary writes it)
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,14 @@ def alert_message(
     error: BaseException | str | None,
     report: dict[str, Any] | None,
     folder: str,
+    error_type: str | None = None,
 ) -> str:
-    """One paragraph for a person: what failed and why, the counts, where the report and files are."""
+    """One paragraph for a person: what failed and why, the counts, where the report and files are.
+    ``error_type``: the exception's class name when ``error`` is its text (a recorded failure)."""
     reason = mask_emails(str(error) if error is not None else "no error was recorded")
     if len(reason) > MAX_ERROR_CHARS:
         reason = reason[:MAX_ERROR_CHARS] + "…"
-    kind = type(error).__name__ if isinstance(error, BaseException) else "failure"
+    kind = type(error).__name__ if isinstance(error, BaseException) else error_type or "failure"
     what = "was stopped by the mass-change guard" if kind == "MassChangeBlocked" else "failed"
     where = f" at task {task_id}" + (f" (try {try_number})" if try_number else "") if task_id else ""
     report_at = f"{folder}/report.md" if report else f"the run folder {folder}"
@@ -152,14 +156,15 @@ def notify_failure(context: dict) -> None:
         return
     dag_id, run_id = context["dag"].dag_id, context["run_id"]
     ti = context.get("ti") or context.get("task_instance")
+    task_id, try_number, error, error_type = (
+        getattr(ti, "task_id", None), getattr(ti, "try_number", None), context.get("exception"), None
+    )
+    recorded = run_folder(dag_id, run_id) / FAILURE_RECORD  # a DAG-level callback: the run's first failure
+    if error is None and recorded.exists():
+        first = storage.read_json(recorded)
+        task_id, try_number, error, error_type = first["task_id"], first["try_number"], first["error"], first["error_type"]
     message = alert_message(
-        dag_id,
-        run_id,
-        getattr(ti, "task_id", None),
-        getattr(ti, "try_number", None),
-        context.get("exception"),
-        load_report(dag_id, run_id),
-        str(run_folder(dag_id, run_id)),
+        dag_id, run_id, task_id, try_number, error, load_report(dag_id, run_id), str(run_folder(dag_id, run_id)), error_type
     )
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
     log.info(

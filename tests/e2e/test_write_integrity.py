@@ -5,6 +5,7 @@ the other audiences' history, a cleared old run refused before any write, and th
 
 from __future__ import annotations
 
+import email
 import json
 import time
 
@@ -226,12 +227,109 @@ def test_the_guard_stops_a_mass_exit_before_any_write_a_dry_run_shows_it_and_one
     assert all(v == "exited" for e in leavers for k, v in after[e].items() if k.startswith("aep_") and v)
 
 
-def test_the_guard_stops_an_empty_export_against_a_non_empty_snapshot(world):
-    assert run_sync(world)["state"] == "success"
-    leave_every_audience(world, set(world.contacts()))
-    since = time.time()
-    blocked = run_sync(world)
-    assert blocked["state"] == "failed"
-    assert write_requests(world.hubspot_requests(since)) == []
+class Inbox:
+    def __init__(self):
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content)
+        html = next(part for part in message.walk() if part.get_content_type() == "text/html")
+        self.messages.append(html.get_payload(decode=True).decode())
+        return "250 OK"
+
+
+def test_the_guard_stops_an_empty_export_against_a_non_empty_snapshot_with_one_alert(world, monkeypatch):
+    from aiosmtpd.controller import Controller
+    from sandbox_process import free_port
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}}
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps(smtp))
+    config = yaml.safe_load(world.config_path.read_text())
+    alerts = {"smtp": {"conn_id": "smtp_alerts", "to": ["data-team@example.com"]}}
+    world.config_path.write_text(yaml.safe_dump({**config, "alerts": alerts}))
+    try:
+        assert run_sync(world)["state"] == "success"
+        assert inbox.messages == []
+        leave_every_audience(world, set(world.contacts()))
+        since = time.time()
+        blocked = run_sync(world)
+        assert blocked["state"] == "failed"
+        assert write_requests(world.hubspot_requests(since)) == []
+        assert len(inbox.messages) == 1  # one alert for the run
+        assert "stopped by the mass-change guard at task plan_sync" in inbox.messages[0]
+    finally:
+        controller.stop()
     dry = run_sync(world, dry_run=True)
     assert "the export is empty" in json.dumps(dry["report"]["mass_change_guard"])
+
+
+def respond_to_approval(option: str, timeout: float = 60.0) -> dict:
+    """A person answers the run's approval request, through the HITL API's handler (the code behind
+    PATCH /api/v2/.../hitlDetails that the "Required actions" page calls), on the shared metadata DB.
+    Returns what the request showed: its subject and body."""
+    from types import SimpleNamespace
+
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.models import TaskInstance
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            waiting = (
+                session.query(TaskInstance)
+                .filter(TaskInstance.task_id == "approve_mass_change", TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                .first()
+            )
+            if waiting is not None:
+                detail = session.query(HITLDetail).filter(HITLDetail.ti_id == waiting.id).one()
+                shown = {"subject": detail.subject, "body": detail.body, "options": list(detail.options)}
+                update_hitl_detail(
+                    dag_id=waiting.dag_id,
+                    dag_run_id=waiting.run_id,
+                    task_id=waiting.task_id,
+                    update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option]),
+                    user=SimpleNamespace(get_id=lambda: "approver", get_name=lambda: "Approver"),
+                    session=session,
+                )
+                return shown
+        time.sleep(0.5)
+    raise AssertionError("no approval request appeared")
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_a_guard_stopped_manual_run_waits_for_a_persons_approval(world, answer):
+    import threading
+
+    config = yaml.safe_load(world.config_path.read_text())
+    world.config_path.write_text(yaml.safe_dump({**config, "approval_on_mass_change": "manual"}))
+    assert run_sync(world)["state"] == "success"
+    contacts = world.contacts()
+    leavers = set(sorted(contacts)[: len(contacts) // 4])
+    leave_every_audience(world, leavers)
+    committed = snapshot_bytes(world)
+
+    since = time.time()
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(run_sync(world)))
+    runner.start()
+    shown = respond_to_approval(answer)
+    runner.join(timeout=90)
+    assert not runner.is_alive()
+    assert shown["options"] == ["Approve", "Reject"]
+    assert f"{len(leavers)} of the snapshot's {len(contacts)} contacts would exit" in shown["body"]
+    assert "@" not in shown["body"]
+    assert outcome["state"] == "success"
+    exited = [e for e in leavers if any(v == "exited" for k, v in world.contacts()[e].items() if k.startswith("aep_"))]
+    if answer == "Approve":
+        assert len(exited) == len(leavers) and snapshot_bytes(world) != committed
+    else:  # nothing written, the snapshot did not move: the next run meets the same guard
+        assert exited == [] and write_requests(world.hubspot_requests(since)) == []
+        assert snapshot_bytes(world) == committed

@@ -21,6 +21,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
+from audience_sync.alerts import FAILURE_RECORD
 from audience_sync.config import APPROVAL_MODES, expired_run_folders, load_sync_config
 from audience_sync.contracts import (
     Audience,
@@ -574,10 +575,22 @@ def record_duration(context: Context) -> None:
 
 
 def log_failure_summary(context: Context) -> None:
-    """``on_failure_callback``: one readable paragraph for whoever reads the task log next."""
+    """``on_failure_callback`` of each task: one readable paragraph for whoever reads the task log next,
+    and the run's first failure recorded in the run folder (``FAILURE_RECORD``), which the DAG-level alert
+    (one per run, whose context carries no exception) reports."""
     ti = context.get("ti")
     error = context.get("exception")
     run_dir = storage.run_folder(context["dag"].dag_id, context["run_id"])
+    if not (run_dir / FAILURE_RECORD).exists():
+        storage.write_json(
+            {
+                "task_id": getattr(ti, "task_id", None),
+                "try_number": getattr(ti, "try_number", None),
+                "error_type": type(error).__name__ if error else None,
+                "error": str(error) if error else None,
+            },
+            run_dir / FAILURE_RECORD,
+        )
     log.error(
         "SYNC FAILED: task %s (try %s) of run %s failed: %s. Intermediate files: %s. "
         "The snapshot was not advanced: the next run resends whatever this one did not confirm.",
