@@ -162,10 +162,9 @@ def notify_failure(context: dict) -> None:
     recorded = run_folder(dag_id, run_id) / FAILURE_RECORD  # a DAG-level callback: the run's first failure
     if error is None and recorded.exists():
         first = storage.read_json(recorded)
-        task_id, try_number, error, error_type = first["task_id"], first["try_number"], first["error"], first["error_type"]
-    message = alert_message(
-        dag_id, run_id, task_id, try_number, error, load_report(dag_id, run_id), str(run_folder(dag_id, run_id)), error_type
-    )
+        task_id, try_number, error, error_type = (first[k] for k in ("task_id", "try_number", "error", "error_type"))
+    folder = str(run_folder(dag_id, run_id))
+    message = alert_message(dag_id, run_id, task_id, try_number, error, load_report(dag_id, run_id), folder, error_type)
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
     log.info(
         "failure alert sent to %d recipient(s)%s", len(settings.smtp_to), " and Slack" if settings.slack_conn_id else ""

@@ -38,7 +38,8 @@ def test_the_tasks_and_their_order(dag):
     assert upstream(dag, "build_snapshot_candidate") >= {"upsert_contacts", "plan_sync"}
     assert upstream(dag, "validate_counts") == {"build_snapshot_candidate"}
     assert upstream(dag, "commit_snapshot") >= {"validate_counts", "build_snapshot_candidate"}
-    assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"commit_snapshot", "delete_expired_run_folders"}
+    leaves = {t.task_id for t in dag.tasks if not t.downstream_task_ids}
+    assert leaves == {"commit_snapshot", "delete_expired_run_folders"}
 
 
 def test_the_report_runs_whatever_happened_and_the_commit_only_after_success(dag):
@@ -62,7 +63,8 @@ def test_nothing_hangs_silently(dag):
     assert unbounded == []
     assert dag.get_task("approve_mass_change").response_timeout is not None
     assert dag.get_task("export_audiences").execution_timeout > dag.get_task("export_audiences").job_timeout
-    assert dag.get_task("validate_counts").execution_timeout > timedelta(seconds=dag.get_task("validate_counts").max_wait_s)
+    validate = dag.get_task("validate_counts")
+    assert validate.execution_timeout > timedelta(seconds=validate.max_wait_s)
     longest = max(t.execution_timeout for t in dag.tasks if t.execution_timeout)
     assert longest < dag.dagrun_timeout < timedelta(days=1)  # under the nightly schedule
 

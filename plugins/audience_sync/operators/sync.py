@@ -208,14 +208,12 @@ class PlanSyncOperator(BaseOperator):
             local_mapped = storage.fetched(list(mapped.mapped_paths), downloads)
             local_rejects, *local_previous = storage.fetched([mapped.rejects_path, *([previous] if previous else [])], downloads)
             local_snapshot = local_previous[0] if local_previous else os.path.join(downloads, snapshot.name)
-            storage.download_to(
-                snapshot.parent / (snapshot.name + incremental.VERSION_SUFFIX), local_snapshot + incremental.VERSION_SUFFIX
-            )
+            version_record = snapshot.name + incremental.VERSION_SUFFIX
+            storage.download_to(snapshot.parent / version_record, local_snapshot + incremental.VERSION_SUFFIX)
             pin = os.path.join(work, "plan", PLAN_BASE)
             storage.download_to(run_dir / "plan" / PLAN_BASE, pin)
-            incremental.pin_plan_base(
-                pin, incremental.snapshot_version(local_snapshot), local_snapshot, context["run_id"], _run_after(context)
-            )
+            base = incremental.snapshot_version(local_snapshot)
+            incremental.pin_plan_base(pin, base, local_snapshot, context["run_id"], _run_after(context))
             plan = incremental.plan(
                 local_mapped,
                 local_previous[0] if local_previous else None,
