@@ -37,6 +37,7 @@ from audience_sync.operators.sync import (
     MapContactsOperator,
     PlanSyncOperator,
     RunReportOperator,
+    StalePlanGuard,
     choose_writes,
     log_failure_summary,
     record_duration,
@@ -173,8 +174,11 @@ with DAG(
         task_id="approve_mass_change", plan=plan_result, response_timeout=APPROVAL_WAIT, execution_timeout=None
     )
 
+    # A write task cleared alone on an old run refuses once a newer run committed (StalePlanGuard).
+    stale_plan_guard = StalePlanGuard(plan.task_id)
     ensure_properties = EnsureAudiencePropertiesOperator(
         task_id="ensure_audience_properties",
+        pre_execute=stale_plan_guard,
         audiences="{{ ti.xcom_pull(task_ids='%s')['audiences'] }}" % map_contacts.task_id,
         target_properties="{{ ti.xcom_pull(task_ids='%s')['target_properties'] }}" % map_contacts.task_id,
         prefix=config.property_prefix,
@@ -191,6 +195,7 @@ with DAG(
         % (config.hubspot_pool_slots, plan.task_id),
         pool=config.hubspot_pool,
         execution_timeout=LONG,
+        pre_execute=stale_plan_guard,
     ).expand(input_path=plan.output)
 
     candidate = BuildSnapshotCandidateOperator(

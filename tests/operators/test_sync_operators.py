@@ -26,6 +26,7 @@ from audience_sync.operators.sync import (
     CommitSnapshotOperator,
     DeleteExpiredRunFoldersOperator,
     PlanSyncOperator,
+    StalePlanGuard,
     approval_applies,
     choose_writes,
     mass_change_summary,
@@ -278,3 +279,30 @@ def test_a_stopped_run_fails_at_once_instead_of_retrying(error):
     from audience_sync.retry_policy import SYNC_RETRY_POLICY
 
     assert SYNC_RETRY_POLICY.evaluate(error, try_number=1, max_tries=4).action == RetryAction.FAIL
+
+
+class PlanPuller(XComRecorder):
+    def __init__(self, plan: dict) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def xcom_pull(self, task_ids, key):
+        assert (task_ids, key) == ("plan_sync", PlanSyncOperator.result_key)
+        return self.plan
+
+
+def test_a_write_task_cleared_alone_on_an_old_run_refuses_after_a_newer_commit(tmp_path):
+    rows = [{"email": f"p{i}@example.com", "firstname": f"P{i}", "aep_gold": "realized"} for i in range(20)]
+    data = mapped(tmp_path, rows)
+    old_ctx = run_context("day1", "2026-11-01T02:00:00+00:00")
+    old_plan = plan_in(data, old_ctx)
+    guard = StalePlanGuard("plan_sync")
+    old_ctx["ti"] = PlanPuller(old_plan.to_xcom())
+    guard(old_ctx)  # nothing committed since the plan: the write goes ahead
+    complete(mapped(tmp_path, rows[:19]), run_context("day2", "2026-11-02T02:00:00+00:00"))
+    with pytest.raises(SnapshotMoved, match="committed the snapshot .generation 1. after this run planned"):
+        guard(old_ctx)
+    # the run that committed may resend its own chunks (its checkpoints skip what was sent)
+    own = run_context("day2", "2026-11-02T02:00:00+00:00")
+    own["ti"] = PlanPuller(old_plan.to_xcom())
+    guard(own)

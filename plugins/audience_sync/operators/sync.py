@@ -251,6 +251,35 @@ class PlanSyncOperator(BaseOperator):
         return [] if dry_run else list(send_paths)
 
 
+class StalePlanGuard:
+    """``pre_execute`` of the write tasks (``ensure_audience_properties``, each ``upsert_contacts``): a write
+    task cleared alone on an old run, after a newer run committed, would send that old plan. Refused
+    before any request when the snapshot's version record (written by every commit) names another
+    version than the one the plan was built on, committed by another run. Reads only the small sidecar.
+
+    :param plan_task_id: the plan task, whose :class:`~audience_sync.contracts.PlanResult` (key ``plan``)
+        holds the version planned on.
+    """
+
+    def __init__(self, plan_task_id: str) -> None:
+        self.plan_task_id = plan_task_id
+
+    def __call__(self, context: Context) -> None:
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PlanSyncOperator.result_key)
+        if not plan:
+            return
+        snapshot = storage.snapshot_path(context["dag"].dag_id)
+        sidecar = snapshot.parent / (snapshot.name + incremental.VERSION_SUFFIX)
+        record = storage.read_json(sidecar) if sidecar.exists() else {"sha256": ""}
+        planned = PlanResult.from_xcom(plan).snapshot_version
+        if record.get("sha256", "") != planned and record.get("run_id") != context["run_id"]:
+            raise incremental.SnapshotMoved(
+                f"run {record.get('run_id')} committed the snapshot (generation {record.get('generation')}) after this "
+                "run planned: sending this run's plan now would undo newer changes, so nothing was written. Trigger a "
+                "new run instead of clearing this one."
+            )
+
+
 PLAN_BASE = "plan-base.json"  # in the run's plan folder: the snapshot version the run first planned on
 
 
