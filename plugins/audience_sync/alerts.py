@@ -128,6 +128,9 @@ def alert_message(
 
 
 def _send(settings: AlertSettings, subject: str, message: str, context: dict) -> None:
+    # No DAG for the notifiers' template environment: the text is final, and a DAG-level callback's
+    # context may hold a serialized DAG, which has none.
+    context = {**context, "dag": None}
     if settings.smtp_to:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow.compute as pc
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.task.trigger_rule import TriggerRule
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -314,6 +315,19 @@ class ApproveMassChangeOperator(ApprovalOperator):
         self.body = mass_change_summary(plan.to_xcom())
         self.log.info("waiting for a person's approval of this plan:\n%s", self.body)
         return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Approve: the writes go ahead. Reject (or the timeout's default): every task after this one is
+        skipped, not only the next (the snapshot candidate would otherwise be built from the unsent plan),
+        except those that run whatever happened (the report, retention)."""
+        answer = HITLOperator.execute_complete(self, context, event)
+        approved = answer["chosen_options"] == [self.APPROVE]
+        self.hitl_summary_extra["approved"] = approved
+        if not approved:
+            later = [t for t in self.get_flat_relatives(upstream=False) if t.trigger_rule != TriggerRule.ALL_DONE]
+            self.log.info("rejected: nothing is written; skipping %d task(s)", len(later))
+            self.skip(ti=context["ti"], tasks=later)
+        return answer
 
 
 def _summaries(upsert_results: Any) -> list[UpsertSummary]:
