@@ -114,6 +114,11 @@ class MapContactsOperator(BaseOperator):
             }
         return result.to_xcom()
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the export read; the mapped contacts and the rejects file written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.map_lineage(self.export, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
+
 
 class PlanSyncOperator(BaseOperator):
     """Diff the mapped contacts with the last committed snapshot (``incremental.plan``): what to send, and
@@ -204,6 +209,14 @@ class PlanSyncOperator(BaseOperator):
             log.warning("mass-change guard (%s): %s", "dry run" if dry_run else "allowed", guard["blocked_because"])
         context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
         return [] if dry_run else list(send_paths)
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the mapped contacts, map rejects and last snapshot read; the send chunks and next
+        snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.plan_lineage(
+            self.mapped, task_instance.xcom_pull(task_ids=self.task_id, key=self.result_key)
+        ).operator_lineage()
 
 
 def _summaries(upsert_results: Any) -> list[UpsertSummary]:
