@@ -57,43 +57,22 @@ class Lineage:
         except ImportError:
             return None
 
-        def facets(ref: DatasetRef) -> dict[str, Any]:
-            if not ref.fields:
-                return {}
-            fields = [schema_dataset.SchemaDatasetFacetFields(name=name) for name in ref.fields]
-            return {"schema": schema_dataset.SchemaDatasetFacet(fields=fields)}
-
-        def known(ref: DatasetRef) -> bool:
-            return ref.rows is not None or ref.files is not None
+        def dataset(ref: DatasetRef, cls: type, side: str, statistics: type) -> Any:
+            """An Input/OutputDataset: field names as a schema facet, rows and files as its statistics facet."""
+            facets = {}
+            if ref.fields:
+                fields = [schema_dataset.SchemaDatasetFacetFields(name=name) for name in ref.fields]
+                facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields)
+            counted = ref.rows is not None or ref.files is not None
+            side_facets = {f"{side}Statistics": statistics(rowCount=ref.rows, fileCount=ref.files)} if counted else {}
+            return cls(ref.namespace, ref.name, facets=facets, **{f"{side}Facets": side_facets})
 
         inputs = [
-            InputDataset(
-                ref.namespace,
-                ref.name,
-                facets=facets(ref),
-                inputFacets={
-                    "inputStatistics": input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
-                        rowCount=ref.rows, fileCount=ref.files
-                    )
-                }
-                if known(ref)
-                else {},
-            )
+            dataset(ref, InputDataset, "input", input_statistics_input_dataset.InputStatisticsInputDatasetFacet)
             for ref in self.inputs
         ]
         outputs = [
-            OutputDataset(
-                ref.namespace,
-                ref.name,
-                facets=facets(ref),
-                outputFacets={
-                    "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                        rowCount=ref.rows, fileCount=ref.files
-                    )
-                }
-                if known(ref)
-                else {},
-            )
+            dataset(ref, OutputDataset, "output", output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet)
             for ref in self.outputs
         ]
         return OperatorLineage(inputs=inputs, outputs=outputs)
