@@ -11,6 +11,7 @@ naming spec (namespace = the data source, name = the dataset within it):
   (``s3://conn_id@bucket/key``) is namespace ``s3://bucket`` and the key, without Airflow's connection id.
 
 Only ids, paths, property names and counts go in: never an email, a credential or a record's value.
+A task that failed has no result (``None``): it reports no dataset rather than a guess.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def hubspot_namespace(host: str | None, port: int | None = None) -> str:
 
 # --- per task -------------------------------------------------------------------------------------
 def export_lineage(
-    export: Mapping[str, Any] | ExportResult,
+    export: Mapping[str, Any] | ExportResult | None,
     settings: Any,
     output_dir: str,
     dataset_id: str | None = None,
@@ -132,6 +133,8 @@ def export_lineage(
     """``export_audiences``: the audiences and the export dataset read in AEP (or the ``source_files``
     converted instead of a job), the export folder written. ``settings``: the AEP hook's (``org_id``,
     ``sandbox_name``, ``export_dataset_id``), of which only those names are read."""
+    if export is None:
+        return Lineage()
     result = ExportResult.from_xcom(export)
     org, sandbox = settings.org_id, settings.sandbox_name
     inputs = [aep_audience(org, sandbox, a.id) for a in result.audiences]
@@ -147,8 +150,12 @@ def _export_folder(export: ExportResult) -> list[DatasetRef]:
     return [file_dataset(_folder(export.paths[0]), export.rows, len(export.paths))] if export.paths else []
 
 
-def map_lineage(export: Mapping[str, Any] | ExportResult, mapped: Mapping[str, Any] | MapResult) -> Lineage:
+def map_lineage(
+    export: Mapping[str, Any] | ExportResult, mapped: Mapping[str, Any] | MapResult | None
+) -> Lineage:
     """``map_contacts``: the export folder read; the mapped contacts' folder and the rejects file written."""
+    if mapped is None:
+        return Lineage()
     export, mapped = ExportResult.from_xcom(export), MapResult.from_xcom(mapped)
     outputs = []
     if mapped.mapped_paths:
@@ -163,9 +170,11 @@ def map_lineage(export: Mapping[str, Any] | ExportResult, mapped: Mapping[str, A
     return Lineage(tuple(_export_folder(export)), tuple(outputs))
 
 
-def plan_lineage(mapped: Mapping[str, Any] | MapResult, plan: Mapping[str, Any] | PlanResult) -> Lineage:
+def plan_lineage(mapped: Mapping[str, Any] | MapResult, plan: Mapping[str, Any] | PlanResult | None) -> Lineage:
     """``plan_sync``: the mapped contacts, the map rejects (held back) and the last snapshot read; each
     send chunk (one upsert task's input) and the next snapshot written."""
+    if plan is None:
+        return Lineage()
     mapped, plan = MapResult.from_xcom(mapped), PlanResult.from_xcom(plan)
     inputs = [file_dataset(_folder(mapped.mapped_paths[0]))] if mapped.mapped_paths else []
     inputs.append(file_dataset(mapped.rejects_path))
@@ -176,16 +185,22 @@ def plan_lineage(mapped: Mapping[str, Any] | MapResult, plan: Mapping[str, Any] 
     return Lineage(tuple(inputs), tuple(outputs))
 
 
-def properties_lineage(hubspot: str, property_names: Iterable[str]) -> Lineage:
-    """``ensure_audience_properties``: HubSpot's contact properties (the audience ones and the mapping's
-    targets, as field names)."""
-    fields = tuple(sorted(set(property_names)))
+def properties_lineage(
+    hubspot: str, audience_properties: Mapping[str, str] | None, target_properties: Iterable[str]
+) -> Lineage:
+    """``ensure_audience_properties``: HubSpot's contact properties written, as field names: the audience
+    properties (its result, audience id → property) and the mapping's targets it checked."""
+    if audience_properties is None:
+        return Lineage()
+    fields = tuple(sorted({*audience_properties.values(), *target_properties}))
     return Lineage((), (DatasetRef(hubspot, "contacts/properties", fields=fields),))
 
 
-def upsert_lineage(input_path: str, summary: Mapping[str, Any] | UpsertSummary, hubspot: str) -> Lineage:
+def upsert_lineage(input_path: str, summary: Mapping[str, Any] | UpsertSummary | None, hubspot: str) -> Lineage:
     """``upsert_contacts``: the send chunk read; HubSpot's contacts (created + updated) and the chunk's
     rejects file written."""
+    if summary is None:
+        return Lineage()
     summary = UpsertSummary.from_xcom(summary)
     return Lineage(
         (file_dataset(input_path, rows=summary.records, files=1),),

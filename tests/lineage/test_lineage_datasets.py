@@ -116,7 +116,7 @@ def test_map_plan_and_upsert_chain_through_the_same_names():
 def test_operator_lineage_carries_statistics_and_property_names():
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    found = lineage.properties_lineage("hubspot://h", ["aep_vip", "email", "aep_vip"]).operator_lineage()
+    found = lineage.properties_lineage("hubspot://h", {"a1": "aep_vip"}, ["email", "aep_vip"]).operator_lineage()
     assert isinstance(found, OperatorLineage)
     (output,) = found.outputs
     assert [f.name for f in output.facets["schema"].fields] == ["aep_vip", "email"]
@@ -132,3 +132,11 @@ def test_without_the_provider_the_methods_return_nothing(monkeypatch):
     assert lineage.upsert_lineage(
         "/send.parquet", UpsertSummary(1, 1, 1, 0, 0, 1, "/r", "/j", 0.0, 1.0), "hubspot://h"
     ).operator_lineage() is None
+
+
+def test_a_task_without_a_result_reports_no_dataset():
+    """A failed task has no XCom: the provider asks for its lineage all the same (extract_on_failure)."""
+    assert lineage.export_lineage(None, SETTINGS, "/x") == lineage.Lineage()
+    assert lineage.map_lineage(EXPORT, None) == lineage.Lineage()
+    assert lineage.properties_lineage("hubspot://h", None, ["email"]) == lineage.Lineage()
+    assert lineage.upsert_lineage("/send.parquet", None, "hubspot://h").operator_lineage().outputs == []

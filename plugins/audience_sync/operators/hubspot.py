@@ -116,7 +116,8 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
         from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
         return lineage.properties_lineage(
             lineage.hubspot_namespace(self.hook.connection.host, self.hook.connection.port),
-            [*task_instance.xcom_pull(task_ids=self.task_id).values(), *_loaded(self.target_properties)],
+            task_instance.xcom_pull(task_ids=self.task_id),
+            _loaded(self.target_properties),
         ).operator_lineage()
 
 
