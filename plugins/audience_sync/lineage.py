@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from audience_sync.contracts import ExportResult, MapResult, PlanResult, UpsertSummary
+from audience_sync.contracts import (
+    CommitResult,
+    ExportResult,
+    MapResult,
+    PlanResult,
+    SnapshotCandidate,
+    UpsertSummary,
+)
 
 HUBSPOT_DEFAULT_HOST = "api.hubapi.com"
 
@@ -208,4 +215,33 @@ def upsert_lineage(input_path: str, summary: Mapping[str, Any] | UpsertSummary |
             DatasetRef(hubspot, "contacts", rows=summary.created + summary.updated),
             file_dataset(summary.rejects_path, rows=summary.rejected, files=1),
         ),
+    )
+
+
+def candidate_lineage(
+    plan: Mapping[str, Any] | PlanResult,
+    upserts: Iterable[UpsertSummary],
+    candidate: Mapping[str, Any] | SnapshotCandidate | None,
+) -> Lineage:
+    """``build_snapshot_candidate``: the planned next snapshot, the last snapshot and every chunk's upsert
+    rejects and gone contacts read; the candidate and ``expected_counts.json`` written."""
+    if candidate is None:
+        return Lineage()
+    plan, candidate = PlanResult.from_xcom(plan), SnapshotCandidate.from_xcom(candidate)
+    read = [plan.next_snapshot_path, plan.previous_snapshot_path]
+    for summary in upserts:
+        read += [summary.rejects_path, summary.gone_path]
+    written = (candidate.snapshot_candidate_path, candidate.expected_counts_path)
+    return Lineage(tuple(file_dataset(p) for p in read if p), tuple(file_dataset(p) for p in written))
+
+
+def commit_lineage(
+    candidate: Mapping[str, Any] | SnapshotCandidate, committed: Mapping[str, Any] | CommitResult | None
+) -> Lineage:
+    """``commit_snapshot``: the candidate read, the snapshot (what the next run's plan reads) written."""
+    if committed is None:
+        return Lineage()
+    return Lineage(
+        (file_dataset(SnapshotCandidate.from_xcom(candidate).snapshot_candidate_path),),
+        (file_dataset(CommitResult.from_xcom(committed).snapshot_path),),
     )

@@ -8,7 +8,15 @@ from types import SimpleNamespace
 import pytest
 
 from audience_sync import lineage
-from audience_sync.contracts import Audience, ExportResult, MapResult, PlanResult, UpsertSummary
+from audience_sync.contracts import (
+    Audience,
+    CommitResult,
+    ExportResult,
+    MapResult,
+    PlanResult,
+    SnapshotCandidate,
+    UpsertSummary,
+)
 
 SETTINGS = SimpleNamespace(org_id="ABC123@AdobeOrg", sandbox_name="dev", export_dataset_id="ds-from-connection")
 AEP = "aep://ABC123%40AdobeOrg"
@@ -140,3 +148,18 @@ def test_a_task_without_a_result_reports_no_dataset():
     assert lineage.map_lineage(EXPORT, None) == lineage.Lineage()
     assert lineage.properties_lineage("hubspot://h", None, ["email"]) == lineage.Lineage()
     assert lineage.upsert_lineage("/send.parquet", None, "hubspot://h").operator_lineage().outputs == []
+
+
+def test_the_snapshot_chain_links_a_run_to_the_next_plan():
+    plan = PlanResult(("/r/plan/send/part-00000.parquet",), "/r/plan/next.parquet", None, {}, {}, 1.0, False, False)
+    gone = UpsertSummary(2, 2, 1, 0, 1, 1, "/r/u/0.results.parquet", "/r/u/0.rejects.parquet", 0.0, 1.0,
+                         gone=1, gone_path="/r/u/0.gone.parquet")
+    candidate = SnapshotCandidate("/r/plan/snapshot-candidate.parquet", "/r/expected_counts.json", 1, 1, "")
+    built = lineage.candidate_lineage(plan.to_xcom(), [gone], candidate.to_xcom())
+    assert [d.name for d in built.inputs] == ["/r/plan/next.parquet", "/r/u/0.rejects.parquet", "/r/u/0.gone.parquet"]
+    assert [d.name for d in built.outputs] == ["/r/plan/snapshot-candidate.parquet", "/r/expected_counts.json"]
+    committed = lineage.commit_lineage(candidate, CommitResult("file:///s/snapshot.parquet", {}).to_xcom())
+    assert (committed.inputs[0].name, committed.outputs[0].name) == (
+        "/r/plan/snapshot-candidate.parquet", "/s/snapshot.parquet",
+    )
+    assert lineage.candidate_lineage(plan, [gone], None) == lineage.commit_lineage(candidate, None) == lineage.Lineage()

@@ -120,6 +120,16 @@ def test_sync_reports_what_each_task_read_and_wrote(world, tmp_path):
         assert any(name.endswith(".rejects.parquet") for (namespace, name) in outputs if namespace == "file")
     assert created == report["contacts"]["created"] == len(world.contacts())
 
+    (candidate,) = by_task["build_snapshot_candidate"]
+    upsert_rejects = {name for u in upserts for (_, name) in datasets(u, "outputs") if name.endswith(".rejects.parquet")}
+    assert upsert_rejects <= {name for (_, name) in datasets(candidate, "inputs")}
+    (commit,) = by_task["commit_snapshot"]
+    snapshot = world.base / "state" / "hubspot_audience_sync" / "snapshot.parquet"
+    assert [(d["namespace"], d["name"]) for d in commit["outputs"]] == [("file", str(snapshot))]
+    assert datasets(commit, "inputs").keys() == {
+        (d["namespace"], d["name"]) for d in candidate["outputs"] if d["name"].endswith(".parquet")
+    }
+
     everything = "\n".join(texts)
     assert not [s for s in SECRETS if s in everything]
     assert not EMAIL_PATTERN.findall(everything), "an email-like string is in an OpenLineage event"

@@ -282,6 +282,13 @@ class BuildSnapshotCandidateOperator(BaseOperator):
             candidate, expected_path, kept_out["upsert_rejected"], kept_out["gone_in_hubspot"], plan.snapshot_version
         ).to_xcom()
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the plan's snapshots and the upsert rejects read; the candidate and expected counts written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.candidate_lineage(
+            self.plan, _summaries(self.upsert_results), task_instance.xcom_pull(task_ids=self.task_id)
+        ).operator_lineage()
+
 
 class CommitSnapshotOperator(BaseOperator):
     """Commit the validated snapshot candidate: the next run diffs against it. The only writer of the
@@ -316,6 +323,11 @@ class CommitSnapshotOperator(BaseOperator):
         log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
                  snapshot, version.get("generation"))
         return CommitResult(str(snapshot), version).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the snapshot candidate read, the snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.commit_lineage(self.candidate, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
 
 
 class RunReportOperator(BaseOperator):
