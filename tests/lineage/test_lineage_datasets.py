@@ -8,22 +8,14 @@ from types import SimpleNamespace
 import pytest
 
 from audience_sync import lineage
-from audience_sync.contracts import (
-    Audience,
-    CommitResult,
-    ExportResult,
-    MapResult,
-    PlanResult,
-    SnapshotCandidate,
-    UpsertSummary,
-)
+from audience_sync import contracts as c
 
 SETTINGS = SimpleNamespace(org_id="ABC123@AdobeOrg", sandbox_name="dev", export_dataset_id="ds-from-connection")
 AEP = "aep://ABC123%40AdobeOrg"
-EXPORT = ExportResult(
+EXPORT = c.ExportResult(
     paths=("file:///data/runs/d/r/export/part-00000.parquet", "file:///data/runs/d/r/export/part-00001.parquet"),
     rows=1200,
-    audiences=(Audience("aud-1", "VIP"), Audience("aud-2", "Churn")),
+    audiences=(c.Audience("aud-1", "VIP"), c.Audience("aud-2", "Churn")),
     job_id=7,
 )
 
@@ -77,7 +69,7 @@ def test_a_file_based_export_reads_its_files_instead_of_a_dataset():
 
 
 def test_map_plan_and_upsert_chain_through_the_same_names():
-    mapped = MapResult(
+    mapped = c.MapResult(
         mapped_paths=("/data/runs/d/r/map/mapped/part-00000.parquet",),
         rejects_path="/data/runs/d/r/map/rejects/map.parquet",
         counts={"exported": 1200, "valid": 1150, "rejected": 50},
@@ -85,7 +77,7 @@ def test_map_plan_and_upsert_chain_through_the_same_names():
         audiences=EXPORT.audiences,
         target_properties=("email",),
     )
-    plan = PlanResult(
+    plan = c.PlanResult(
         send_paths=("/data/runs/d/r/plan/send/part-00000.parquet", "/data/runs/d/r/plan/send/part-00001.parquet"),
         next_snapshot_path="/data/runs/d/r/plan/next_snapshot.parquet",
         previous_snapshot_path="file:///data/state/d/snapshot.parquet",
@@ -95,7 +87,7 @@ def test_map_plan_and_upsert_chain_through_the_same_names():
         dry_run=False,
         full_refresh=False,
     )
-    summary = UpsertSummary(
+    summary = c.UpsertSummary(
         records=600, sent=600, created=500, updated=90, rejected=10, requests=6,
         results_path="/data/runs/d/r/upsert/part-00001.results.parquet",
         rejects_path="/data/runs/d/r/upsert/part-00001.rejects.parquet", started_at=0.0, finished_at=1.0,
@@ -129,7 +121,7 @@ def test_operator_lineage_carries_statistics_and_property_names():
     (output,) = found.outputs
     assert [f.name for f in output.facets["schema"].fields] == ["aep_vip", "email"]
     assert output.outputFacets == {}
-    summary = UpsertSummary(3, 3, 2, 1, 0, 1, "/r.parquet", "/x.rejects.parquet", 0.0, 1.0)
+    summary = c.UpsertSummary(3, 3, 2, 1, 0, 1, "/r.parquet", "/x.rejects.parquet", 0.0, 1.0)
     upsert = lineage.upsert_lineage("/send.parquet", summary, "hubspot://h").operator_lineage()
     assert upsert.inputs[0].inputFacets["inputStatistics"].rowCount == 3
     assert upsert.outputs[0].outputFacets["outputStatistics"].rowCount == 3
@@ -138,7 +130,7 @@ def test_operator_lineage_carries_statistics_and_property_names():
 def test_without_the_provider_the_methods_return_nothing(monkeypatch):
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)  # import fails
     assert lineage.upsert_lineage(
-        "/send.parquet", UpsertSummary(1, 1, 1, 0, 0, 1, "/r", "/j", 0.0, 1.0), "hubspot://h"
+        "/send.parquet", c.UpsertSummary(1, 1, 1, 0, 0, 1, "/r", "/j", 0.0, 1.0), "hubspot://h"
     ).operator_lineage() is None
 
 
@@ -151,14 +143,14 @@ def test_a_task_without_a_result_reports_no_dataset():
 
 
 def test_the_snapshot_chain_links_a_run_to_the_next_plan():
-    plan = PlanResult(("/r/plan/send/part-00000.parquet",), "/r/plan/next.parquet", None, {}, {}, 1.0, False, False)
-    gone = UpsertSummary(2, 2, 1, 0, 1, 1, "/r/u/0.results.parquet", "/r/u/0.rejects.parquet", 0.0, 1.0,
+    plan = c.PlanResult(("/r/plan/send/part-00000.parquet",), "/r/plan/next.parquet", None, {}, {}, 1.0, False, False)
+    gone = c.UpsertSummary(2, 2, 1, 0, 1, 1, "/r/u/0.results.parquet", "/r/u/0.rejects.parquet", 0.0, 1.0,
                          gone=1, gone_path="/r/u/0.gone.parquet")
-    candidate = SnapshotCandidate("/r/plan/snapshot-candidate.parquet", "/r/expected_counts.json", 1, 1, "")
+    candidate = c.SnapshotCandidate("/r/plan/snapshot-candidate.parquet", "/r/expected_counts.json", 1, 1, "")
     built = lineage.candidate_lineage(plan.to_xcom(), [gone], candidate.to_xcom())
     assert [d.name for d in built.inputs] == ["/r/plan/next.parquet", "/r/u/0.rejects.parquet", "/r/u/0.gone.parquet"]
     assert [d.name for d in built.outputs] == ["/r/plan/snapshot-candidate.parquet", "/r/expected_counts.json"]
-    committed = lineage.commit_lineage(candidate, CommitResult("file:///s/snapshot.parquet", {}).to_xcom())
+    committed = lineage.commit_lineage(candidate, c.CommitResult("file:///s/snapshot.parquet", {}).to_xcom())
     assert (committed.inputs[0].name, committed.outputs[0].name) == (
         "/r/plan/snapshot-candidate.parquet", "/s/snapshot.parquet",
     )
