@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from audience_sync.constants import MAX_BATCH, checked_batch_size
 from audience_sync.errors import ConfigurationError, InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ class SyncConfig:
     audiences: list[str] = field(default_factory=list)
     mapping: str = "include/mappings/default.yaml"
     property_prefix: str = "aep_"
-    batch_size: int = 100
+    batch_size: int = MAX_BATCH
     chunk_rows: int = 10_000
     upsert_threads: int = 2
     hubspot_pool: str = "hubspot_api"
@@ -117,8 +118,10 @@ def load_sync_config(path: str | os.PathLike | None = None) -> SyncConfig:
             f"{path}: flow_service_connection must be one of {', '.join(FLOW_SERVICE_MODES)}, "
             f"not {config.flow_service_connection!r}"
         )
-    if not 1 <= config.batch_size <= 100:
-        raise ConfigError(f"{path}: batch_size must be between 1 and 100 (HubSpot's batch limit)")
+    try:
+        checked_batch_size(config.batch_size)
+    except ConfigurationError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if config.hubspot_pool_slots < 1:
         raise ConfigError(f"{path}: hubspot_pool_slots must be at least 1")
     for name in ("max_exit_fraction", "max_reject_fraction"):

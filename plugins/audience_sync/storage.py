@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,13 @@ def local_or_none(path: ObjectStoragePath) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | ObjectStoragePath) -> Iterator[ObjectStoragePath]:
+def atomic_path(path: str | Path | ObjectStoragePath) -> Iterator[Path | ObjectStoragePath]:
     """The one atomic write: yields a temporary sibling of ``path`` to write, renamed onto ``path`` when
-    the block ends and removed when it fails, so a killed task never leaves half a file under the real name."""
-    path = as_path(path)
-    tmp = path.parent / f".{path.name}.tmp"
+    the block ends and removed when it fails, so a killed task never leaves half a file under the real name.
+    A ``pathlib.Path`` stays a plain local path (for pyarrow writers and the pure modules); the temporary
+    name is unique, so two writers of one file never write into each other's temporary file."""
+    path = as_path(path) if isinstance(path, str) else path
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
     except BaseException:

@@ -36,8 +36,9 @@ from typing import Any
 import pandas as pd
 
 from audience_sync import storage
-from audience_sync.clients.hubspot import MAX_BATCH, BatchRejected, HubSpotClient, UpsertAnswer
-from audience_sync.errors import ConfigurationError, InputError
+from audience_sync.clients.hubspot import BatchRejected, HubSpotClient, UpsertAnswer
+from audience_sync.constants import MAX_BATCH, checked_batch_size
+from audience_sync.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -252,10 +253,7 @@ def upsert_file(
     progress_every_s: float = 10.0,
 ) -> dict[str, Any]:
     """Write every record of ``input_path``; return counts and output paths (small: fit for XCom)."""
-    if not 0 < batch_size <= MAX_BATCH:  # the one check of HubSpot's batch limit
-        raise ConfigurationError(
-            f"batch_size must be between 1 and {MAX_BATCH} (HubSpot's batch limit), got {batch_size}"
-        )
+    batch_size = checked_batch_size(batch_size)
     started_at = time.time()
     stem = chunk_stem(input_path)
     output_dir = storage.as_path(output_dir)

@@ -19,7 +19,6 @@ from audience_sync.hooks.hubspot import HubSpotHook
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100  # "Upsert contacts" / "Update contacts": at most 100 inputs per batch
 # Error codes that condemn every input carrying the named property, whatever its value.
 PROPERTY_LEVEL_CODES = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE", "PROPERTY_NOT_FOUND"})
 # Value-level codes whose message starts with the refused value ("x was not one of the allowed options",
