@@ -38,9 +38,8 @@ def test_every_call_uses_the_configured_version(hs, tmp_path, version, objects, 
     assert client.get_property("aep_missing") is None
     summary = upsert_file(client, hs.chunk(5, aep_vip=["realized"] * 5), tmp_path / "out")
     assert summary["created"] == 5
-    assert [r["properties"]["email"] for r in client.batch_read(["person00002@example.com"], ["email"])] == [
-        "person00002@example.com"
-    ]
+    lookup = client.lookup_emails(["Person00002@example.com", "nobody@example.com"])
+    assert (lookup.primaries, lookup.not_found) == ({"person00002@example.com"}, {"nobody@example.com"})
     assert client.check_daily_budget(10)["usageLimit"] > 10
     paths = {r["path"] for r in hs.requests()}
     assert paths >= {
