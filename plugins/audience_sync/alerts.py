@@ -28,7 +28,8 @@ from typing import Any
 
 from audience_sync import config
 from audience_sync.errors import ConfigurationError
-from audience_sync.ui.reports import load_report, mask_emails, run_folder
+from audience_sync.storage import run_path
+from audience_sync.ui.reports import load_report, mask_emails
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def notify_failure(context: dict) -> None:
         getattr(ti, "try_number", None),
         context.get("exception"),
         load_report(dag_id, run_id),
-        str(run_folder(dag_id, run_id)),
+        str(run_path(dag_id, run_id)),
     )
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
     log.info(

@@ -38,8 +38,18 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part)
 
 
+def runs_path(dag_id: str) -> ObjectStoragePath:
+    """Where the DAG's run folders are; nothing is created (for readers such as the report pages)."""
+    return base_path() / "runs" / _safe(dag_id)
+
+
+def run_path(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """The run's folder, not created (for readers); tasks that write use :func:`run_folder`."""
+    return runs_path(dag_id) / _safe(run_id)
+
+
 def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
-    folder = base_path() / "runs" / _safe(dag_id) / _safe(run_id)
+    folder = run_path(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

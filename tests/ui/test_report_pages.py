@@ -183,6 +183,9 @@ def test_rejects_are_read_without_any_email(run_dir):
     assert not EMAIL.search(text) and "@" not in text
     assert reports.recent_reports(DAG)[0]["run_id"] == RUN
     assert reports.load_report(DAG, "no-such-run") is None
+    assert reports.reject_files(DAG, "no:such+run") == []
+    assert not storage.run_path(DAG, "no:such+run").exists()  # reading never creates a run folder
+    assert reports.download_name(DAG, RUN) == "manual__2026-12-01T10_00_00_00_00-rejects.csv"
 
 
 @pytest.fixture

@@ -439,7 +439,7 @@ def log_failure_summary(context: Context) -> None:
     """``on_failure_callback``: one readable paragraph for whoever reads the task log next."""
     ti = context.get("ti")
     error = context.get("exception")
-    run_dir = storage.run_folder(context["dag"].dag_id, context["run_id"])
+    run_dir = storage.run_path(context["dag"].dag_id, context["run_id"])
     log.error(
         "SYNC FAILED: task %s (try %s) of run %s failed: %s. Intermediate files: %s. "
         "The snapshot was not advanced: the next run resends whatever this one did not confirm.",
