@@ -84,7 +84,7 @@ def parse_alerts(raw: Any, path: Path) -> AlertSettings:
 def load_alert_settings(path: str | os.PathLike | None = None) -> AlertSettings:
     """The ``alerts:`` key of the sync config (read as raw YAML: config.SyncConfig has no field for it yet)."""
     path = Path(path or os.environ.get("AUDIENCE_SYNC_CONFIG") or config.DEFAULT_CONFIG)
-    raw = config.load_yaml(path.read_text()) or {}
+    raw = config.read_yaml_file(path, "sync configuration") or {}
     return parse_alerts(raw.get("alerts") if isinstance(raw, dict) else None, path)
 
 

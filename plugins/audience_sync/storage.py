@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from audience_sync.config import PROJECT_ROOT
+
 DEFAULT_BASE = (PROJECT_ROOT / "data").as_uri()
 SNAPSHOT_NAME = "snapshot.parquet"
 
