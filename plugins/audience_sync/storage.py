@@ -133,8 +133,13 @@ def download_to(path: str | ObjectStoragePath, local: str) -> None:
     if local_or_none(path) == local or not path.exists():
         return
     Path(local).parent.mkdir(parents=True, exist_ok=True)
-    with path.open("rb") as source, open(local, "wb") as sink:
-        shutil.copyfileobj(source, sink, length=8 << 20)
+    _copy(path, Path(local))
+
+
+def _copy(source: Path | ObjectStoragePath, target: Path | ObjectStoragePath) -> None:
+    """Stream one file into another, local or object storage, 8 MiB at a time (memory stays flat)."""
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, length=8 << 20)
 
 
 def write_json(data: Any, path: str | ObjectStoragePath) -> str:
@@ -165,8 +170,7 @@ def staged_folder(folder: ObjectStoragePath) -> Iterator[tuple[str, Callable[[st
             if file.is_file():
                 target = folder / file.relative_to(workdir).as_posix()
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with file.open("rb") as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink, length=8 << 20)
+                _copy(file, target)
 
 
 def fetched(paths: list[str], workdir: str) -> list[str]:
@@ -177,7 +181,6 @@ def fetched(paths: list[str], workdir: str) -> list[str]:
         local = local_or_none(path)
         if local is None:
             local = str(Path(workdir) / f"{number:05d}-{path.name}")
-            with path.open("rb") as source, open(local, "wb") as sink:
-                shutil.copyfileobj(source, sink, length=8 << 20)
+            _copy(path, Path(local))
         local_paths.append(local)
     return local_paths
