@@ -21,7 +21,7 @@ statuses only; absent rows come last, sorted by email, so chunks are reproducibl
 been sent and is now missing is sent as ``""`` (HubSpot clears the property) unless its mapping row
 says ``on_missing: keep``; ``full_refresh`` resends every contact, clears included.
 
-Pure logic: reads and writes local Parquet, no Airflow; memory grows with the small per-contact columns
+Pure logic: reads and writes local Parquet (atomically, through ``storage.atomic_path``), no Airflow call; memory grows with the small per-contact columns
 (email, hash, bit words, statuses), never with whole rows, which stream chunk by chunk.
 """
 

@@ -1,7 +1,8 @@
 """XDM profile export → HubSpot contact rows, vectorised and in bounded memory.
 
-Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem, with no
-Airflow import, so it runs the same in a task, a test or a benchmark.
+Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem (through
+``storage.atomic_path``, the one atomic write), with no Airflow call, so it runs the same in a task, a test
+or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
 1. emails only: (normalised email, rank, profile id, row number) of every profile with a valid email; these
