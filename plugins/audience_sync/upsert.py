@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -264,6 +265,15 @@ class Progress:
 def chunk_stem(input_path) -> str:
     name = storage.as_path(input_path).name
     return name.removesuffix(".parquet")
+
+
+def requests_needed(input_path, batch_size: int) -> int:
+    """About how many calls the chunk takes, for the daily budget check before any write: one per batch,
+    and one more per update batch (its read by email, :func:`without_merged_away`)."""
+    table = storage.read_table(input_path)
+    writes = table.column(WRITE_COLUMN).to_pylist() if WRITE_COLUMN in table.column_names else []
+    updates = writes.count(UPDATE)
+    return math.ceil((table.num_rows - updates) / batch_size) + 2 * math.ceil(updates / batch_size)
 
 
 def upsert_file(

@@ -93,6 +93,15 @@ def test_daily_budget_too_low_fails_before_any_write(hs, tmp_path):
     assert hs.contacts() == []
 
 
+def test_the_budget_counts_the_read_before_each_update_batch(hs, tmp_path):
+    hs.server(daily_limit=4)
+    path = hs.chunk(200, _write=["upsert"] * 150 + ["update"] * 50)  # 2 upsert batches, 1 update batch and its read
+    operator = UpsertContactsOperator(task_id="upsert", input_path=path, output_dir=str(tmp_path / "out"))
+    with pytest.raises(DailyBudgetExceeded, match=r"3 of 4 calls left today.*needs about 4. Nothing was written"):
+        operator.execute(context={})
+    assert not hs.requests("/batch/upsert") and not hs.requests("/batch/read")
+
+
 def test_upsert_operator_returns_counts_and_paths(hs, tmp_path):
     operator = UpsertContactsOperator(
         task_id="upsert", input_path=hs.chunk(120), output_dir=str(tmp_path / "out"), batch_size=50, threads=2, rate_share=0.5
