@@ -40,9 +40,9 @@ class SyncWorld:
         return self.hubspot.admin("GET", f"requests?since={since}")["requests"]
 
     def run_folder(self, run_id: str) -> Path:
-        from audience_sync.storage import _safe
+        from audience_sync.storage import run_path
 
-        return self.base / "runs" / DAG_ID / _safe(run_id)
+        return self.base / "runs" / DAG_ID / run_path(DAG_ID, run_id).name
 
     def stop(self) -> None:
         self.hubspot.stop()

@@ -28,7 +28,8 @@ from typing import Any
 
 from audience_sync import config
 from audience_sync.errors import ConfigurationError
-from audience_sync.ui.reports import load_report, mask_emails, run_folder
+from audience_sync.storage import run_path
+from audience_sync.ui.reports import load_report, mask_emails
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def parse_alerts(raw: Any, path: Path) -> AlertSettings:
 def load_alert_settings(path: str | os.PathLike | None = None) -> AlertSettings:
     """The ``alerts:`` key of the sync config (read as raw YAML: config.SyncConfig has no field for it yet)."""
     path = Path(path or os.environ.get("AUDIENCE_SYNC_CONFIG") or config.DEFAULT_CONFIG)
-    raw = config.load_yaml(path.read_text()) or {}
+    raw = config.read_yaml_file(path, "sync configuration") or {}
     return parse_alerts(raw.get("alerts") if isinstance(raw, dict) else None, path)
 
 
@@ -159,7 +160,7 @@ def notify_failure(context: dict) -> None:
         getattr(ti, "try_number", None),
         context.get("exception"),
         load_report(dag_id, run_id),
-        str(run_folder(dag_id, run_id)),
+        str(run_path(dag_id, run_id)),
     )
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
     log.info(

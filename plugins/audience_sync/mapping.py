@@ -1,7 +1,8 @@
 """XDM profile export → HubSpot contact rows, vectorised and in bounded memory.
 
-Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem, with no
-Airflow import, so it runs the same in a task, a test or a benchmark.
+Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem (through
+``storage.atomic_path``, the one atomic write), with no Airflow call, so it runs the same in a task, a test
+or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
 1. emails only: (normalised email, rank, profile id, row number) of every profile with a valid email; these
@@ -23,9 +24,9 @@ e.g. Adobe's ``Email``) and audience namespaces (``segmentMembership`` keys) mat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from audience_sync import storage
 from audience_sync.config import load_sync_config, load_yaml
+from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.errors import InputError
 
 # developers.hubspot.com, CRM "Properties" API: string property values hold at most 65,536 characters.
@@ -56,7 +59,6 @@ EMAIL_PATTERN = (
 )
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
-AUDIENCE_STATUSES = ("realized", "existing", "exited")
 # Segmentation export jobs: segmentNs "By default, the value is 'ups'"; other audiences pass their own.
 AUDIENCE_NAMESPACE = "ups"
 IDENTITY_ROOT = "identityMap"
@@ -523,14 +525,9 @@ def _memberships(batch: pa.RecordBatch, audience_namespaces: dict[str, str]) -> 
 
 
 def atomic_write_table(table: pa.Table, path: str) -> str:
-    """Temp name then rename, so a killed task never leaves half a file behind."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    """A local Parquet file written through ``storage.atomic_path``: a killed task never leaves half a file."""
+    with storage.atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -540,12 +537,14 @@ class AtomicParquetWriter:
     def __init__(self, path: str, schema: pa.Schema):
         self.path = path
         self.schema = schema
-        self.tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
         self.rows = 0
 
     def __enter__(self) -> AtomicParquetWriter:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(storage.atomic_path(Path(self.path)))
+            self.writer = stack.enter_context(pq.ParquetWriter(tmp, self.schema, compression="zstd"))
+            self._open = stack.pop_all()
         return self
 
     def write(self, table: pa.Table) -> None:
@@ -554,11 +553,7 @@ class AtomicParquetWriter:
             self.rows += table.num_rows
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.writer.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        self._open.__exit__(exc_type, exc, tb)  # the writer closed, then the file renamed into place or removed
 
 
 class ChunkWriter:

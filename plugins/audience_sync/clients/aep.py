@@ -3,6 +3,7 @@ Data Access downloads. Paths are relative to the connection's Platform base URL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -236,11 +237,9 @@ class AepClient:
         """Stream ``GET /files/{id}?path=<name>`` ("Data Access API guide": the file's bytes) to a local or
         object-storage path chunk by chunk, under a temporary name renamed only once its size matches the
         reported length. A broken transfer leaves nothing behind: the task's retry downloads again."""
-        destination = storage.as_path(destination)
-        tmp = destination.parent / f".{destination.name}.tmp"
         response = self.hook.request("GET", f"{DATA_ACCESS}/files/{file_id}", params={"path": name}, stream=True)
         written = 0
-        try:
+        with contextlib.closing(response), storage.atomic_path(storage.as_path(destination)) as tmp:
             with tmp.open("wb") as handle:
                 for chunk in response.iter_content(CHUNK_SIZE):
                     handle.write(chunk)
@@ -249,12 +248,6 @@ class AepClient:
                 raise DownloadSizeMismatch(
                     f"AEP file {file_id} part {name!r}: wrote {written} bytes, Data Access reported {expected_length}"
                 )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            response.close()
-        tmp.rename(destination)
         return written
 
 

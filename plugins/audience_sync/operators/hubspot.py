@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -18,7 +17,7 @@ from audience_sync.contracts import UpsertSummary, ValidationResult, ValidationR
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.naming import DEFAULT_PREFIX, audience_property_names
 from audience_sync.properties import DEFAULT_GROUP, DEFAULT_GROUP_LABEL, PropertySetupError, reconcile
-from audience_sync.upsert import upsert_file
+from audience_sync.upsert import requests_needed, upsert_file
 from audience_sync.validation import all_ok, compare_counts, format_table
 
 __all__ = [
@@ -165,8 +164,7 @@ class UpsertContactsOperator(_HubSpotOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         batch_size = checked_batch_size(self.batch_size)
-        rows = storage.read_table(self.input_path, columns=["email"]).num_rows
-        self.client.check_daily_budget(math.ceil(rows / batch_size))
+        self.client.check_daily_budget(requests_needed(self.input_path, batch_size))
         summary = upsert_file(self.client, self.input_path, self.output_dir, batch_size, self.threads, self.progress_every_s)
         return UpsertSummary.from_xcom(summary).to_xcom()
 

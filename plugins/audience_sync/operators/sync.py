@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -394,20 +393,27 @@ class RunReportOperator(BaseOperator):
                 "counts": plan.counts, "sent_by_audience": plan.sent_by_audience, "duration_s": plan.duration_s,
             }
         if upserts:
-            totals = upsert_totals(upserts)
-            stages["upsert"] = {"counts": totals, "duration_s": totals.get("wall_seconds", 0.0)}
+            totals = UpsertSummary.total(upserts)
+            stages["upsert"] = {
+                "counts": totals,
+                "duration_s": totals.get("wall_seconds", 0.0),
+                "chunks": [{"started_at": s.started_at, "finished_at": s.finished_at, "sent": s.sent} for s in upserts],
+            }
         if validation:
             stages["verify"] = {
                 "expected": validation.table("expected"),
                 "found": validation.table("found"),
                 "duration_s": durations.get(self.validate_task_id),
             }
-        document = report.build_report(stages)
+        params = context["params"]  # the mode when the plan did not run (a run that failed before it)
+        document = report.build_report(
+            stages,
+            dry_run=plan.dry_run if plan else rendered_bool(params.get("dry_run", False)),
+            full_refresh=plan.full_refresh if plan else rendered_bool(params.get("full_refresh", False)),
+        )
         document.update(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
-            dry_run=plan.dry_run if plan else None,
-            full_refresh=plan.full_refresh if plan else None,
             audience_ids={a.id: a.name for a in export.audiences} if export else {},
             export_job_id=export.job_id if export else None,
             flow_service_connection=report.connection_summary(connect.to_xcom()) if connect else None,
@@ -416,23 +422,9 @@ class RunReportOperator(BaseOperator):
         json_path = storage.write_json(document, run_dir / "report.json")
         markdown = report.render_markdown(document)
         md_path = storage.write_bytes_atomically(markdown.encode(), run_dir / "report.md")
-        log.info("run report (%s):\n%s", md_path, markdown)
+        kind = "DRY RUN report (nothing was sent to HubSpot)" if document["dry_run"] else "run report"
+        log.info("%s (%s):\n%s", kind, md_path, markdown)
         return ReportResult(json_path, md_path).to_xcom()
-
-
-def upsert_totals(summaries: list[UpsertSummary]) -> dict[str, Any]:
-    """The report's upsert counts: summed over the chunks, HubSpot's rejects by category included."""
-    return UpsertSummary.total([_with_categories(s) for s in summaries])
-
-
-def _with_categories(summary: UpsertSummary) -> UpsertSummary:
-    """Rejects by category from the chunk's rejects file when the summary does not carry them yet (until
-    upsert.py adds ``rejected_by_category``, SHARED_CONTRACTS item 3): HubSpot's rejects reach the report."""
-    if summary.rejected_by_category or not summary.rejected:
-        return summary
-    categories = storage.read_table(summary.rejects_path, columns=["category"]).column("category")
-    counted = {c["values"]: c["counts"] for c in pc.value_counts(categories.fill_null("UNKNOWN")).to_pylist()}
-    return UpsertSummary.from_xcom({**summary.to_xcom(), "rejected_by_category": counted})
 
 
 def _task_durations(context: Context) -> dict[str, float]:
@@ -464,7 +456,7 @@ def log_failure_summary(context: Context) -> None:
     """``on_failure_callback``: one readable paragraph for whoever reads the task log next."""
     ti = context.get("ti")
     error = context.get("exception")
-    run_dir = storage.run_folder(context["dag"].dag_id, context["run_id"])
+    run_dir = storage.run_path(context["dag"].dag_id, context["run_id"])
     log.error(
         "SYNC FAILED: task %s (try %s) of run %s failed: %s. Intermediate files: %s. "
         "The snapshot was not advanced: the next run resends whatever this one did not confirm.",
