@@ -381,3 +381,11 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
     def _result(self, paths: list[str], rows: int, job_id: Any) -> dict[str, Any]:
         audiences = tuple(Audience(a["id"], a["name"], a.get("namespace")) for a in self._resolved)
         return ExportResult(tuple(paths), rows, audiences, job_id).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the AEP audiences and export dataset (or source files) read, the export folder written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.export_lineage(
+            task_instance.xcom_pull(task_ids=self.task_id), self.hook.settings, str(self.output_dir),
+            rendered_optional(self.export_dataset_id), rendered_optional(self.source_files),
+        ).operator_lineage()

@@ -118,6 +118,15 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
             record_property_names(context["dag"].dag_id, names)
         return names
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: HubSpot's contact properties (the audience ones and the mapping's targets) written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.properties_lineage(
+            lineage.hubspot_namespace(self.hook.connection.host, self.hook.connection.port),
+            task_instance.xcom_pull(task_ids=self.task_id),
+            _loaded(self.target_properties),
+        ).operator_lineage()
+
 
 class UpsertContactsOperator(_HubSpotOperator):
     """Upsert one Parquet chunk of the plan (see ``audience_sync.upsert``) after checking the daily API budget.
@@ -167,6 +176,15 @@ class UpsertContactsOperator(_HubSpotOperator):
         self.client.check_daily_budget(math.ceil(rows / batch_size))
         summary = upsert_file(self.client, self.input_path, self.output_dir, batch_size, self.threads, self.progress_every_s)
         return UpsertSummary.from_xcom(summary).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the send chunk read; HubSpot's contacts and the chunk's rejects file written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.upsert_lineage(
+            self.input_path,
+            task_instance.xcom_pull(task_ids=self.task_id),
+            lineage.hubspot_namespace(self.hook.connection.host, self.hook.connection.port),
+        ).operator_lineage()
 
 
 class ValidateContactCountsOperator(_HubSpotOperator):

@@ -147,6 +147,11 @@ class MapContactsOperator(BaseOperator):
             }
         return result.to_xcom()
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the export read; the mapped contacts and the rejects file written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.map_lineage(self.export, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
+
 
 class PlanSyncOperator(BaseOperator):
     """Diff the mapped contacts with the last committed snapshot (``incremental.plan``): what to send, and
@@ -238,6 +243,14 @@ class PlanSyncOperator(BaseOperator):
         context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
         return [] if dry_run else list(send_paths)
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the mapped contacts, map rejects and last snapshot read; the send chunks and next
+        snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.plan_lineage(
+            self.mapped, task_instance.xcom_pull(task_ids=self.task_id, key=self.result_key)
+        ).operator_lineage()
+
 
 def _summaries(upsert_results: Any) -> list[UpsertSummary]:
     """The mapped upsert's summaries (a lazy sequence, a list, a single dict or None). Indexed rather than
@@ -302,6 +315,13 @@ class BuildSnapshotCandidateOperator(BaseOperator):
             candidate, expected_path, kept_out["upsert_rejected"], kept_out["gone_in_hubspot"], plan.snapshot_version
         ).to_xcom()
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the plan's snapshots and the upsert rejects read; the candidate and expected counts written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.candidate_lineage(
+            self.plan, _summaries(self.upsert_results), task_instance.xcom_pull(task_ids=self.task_id)
+        ).operator_lineage()
+
 
 class CommitSnapshotOperator(BaseOperator):
     """Commit the validated snapshot candidate: the next run diffs against it. The only writer of the
@@ -336,6 +356,11 @@ class CommitSnapshotOperator(BaseOperator):
         log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
                  snapshot, version.get("generation"))
         return CommitResult(str(snapshot), version).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the snapshot candidate read, the snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.commit_lineage(self.candidate, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
 
 
 class RunReportOperator(BaseOperator):
