@@ -18,6 +18,7 @@ from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 from audience_sync.mapping import AUDIENCE_NAMESPACE
+from audience_sync.source_files import PART_NAME
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class AepClient:
         return written
 
     def download_export(
-        self, job: dict[str, Any], folder, max_part_bytes: int, part_name: str = "part-{:05d}.parquet"
+        self, job: dict[str, Any], folder, max_part_bytes: int, part_name: str = PART_NAME
     ) -> ExportDownload:
         """Every Parquet part of a SUCCEEDED job's batch into ``folder`` (directories followed), rows counted
         from the footers and checked against the job's profile counter before anything downstream runs
