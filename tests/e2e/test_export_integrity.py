@@ -106,7 +106,7 @@ def test_an_export_without_ids_and_with_email_namespace_keys_syncs(make_world):
     assert run["state"] == "success"
     export = run["folder"] / "export"
     found = world.contacts()
-    assert len(found) == run["report"]["profiles"]["valid"] > 0.9 * PROFILES * 0.5
+    assert len(found) == run["report"]["profiles"]["valid"] > 0.4 * PROFILES
     # The oracle reads the same population exported with _id (the sandbox's reference shape).
     profiles, memberships = aep_store.load_population(aep_store.default_data_dir(world.aep.db))
     reference = aep_store.build_export_table(
