@@ -16,6 +16,7 @@ from audience_sync.constants import MAX_BATCH, checked_batch_size
 from audience_sync.contracts import UpsertSummary, ValidationResult, ValidationRow
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.naming import DEFAULT_PREFIX, audience_property_names
+from audience_sync.operators.sync import record_property_names
 from audience_sync.properties import DEFAULT_GROUP, DEFAULT_GROUP_LABEL, PropertySetupError, reconcile
 from audience_sync.upsert import requests_needed, upsert_file
 from audience_sync.validation import all_ok, compare_counts, format_table
@@ -57,8 +58,11 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
 
     Checks every target property first and fails, naming the missing ones, before any write; then writes
     what :func:`audience_sync.properties.reconcile` says is missing (group, properties, options, labels).
+    Run as a DAG's task, it then records the names in the DAG's property registry
+    (``operators.sync.record_property_names``): an audience renamed in AEP keeps its property.
 
-    :param audiences: ``[{id, name}]`` of the run (a list, or its JSON text).
+    :param audiences: ``[{id, name, property?}]`` of the run (a list, or its JSON text); ``property`` is
+        the name map_contacts gave the audience, else one is derived from the audience's name.
     :param target_properties: the HubSpot properties the mapping writes.
     :param prefix: the audience property name prefix (``naming.audience_property_names``).
     :param group_name: the property group of the audience properties.
@@ -90,7 +94,8 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
 
     def execute(self, context: Any) -> dict[str, str]:
         audiences = _loaded(self.audiences)
-        names = audience_property_names(audiences, self.prefix)  # a name collision raises here
+        pinned = {a["id"]: a["property"] for a in audiences if a.get("property")}  # named by map_contacts
+        names = audience_property_names(audiences, self.prefix, pinned)  # a name collision raises here
         labels = {a["id"]: a["name"] for a in audiences}
         changes = reconcile(
             self.client.list_properties(),
@@ -108,6 +113,8 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
         for name, patch in changes.update:
             self.client.update_property(name, patch)
             self.log.info("updated HubSpot property %s: %s", name, ", ".join(sorted(patch)))
+        if context.get("dag") is not None:  # as a DAG's task: later runs keep these names (README)
+            record_property_names(context["dag"].dag_id, names)
         return names
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

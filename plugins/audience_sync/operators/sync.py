@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
-from audience_sync.config import load_sync_config
+from audience_sync.config import load_sync_config, resolve_within_roots
 from audience_sync.contracts import (
     Audience,
     CommitResult,
@@ -49,11 +49,40 @@ def choose_writes(params: dict, write_task_id: str, report_task_id: str, **_: An
     return [write_task_id, report_task_id]
 
 
+REGISTRY_NAME = "audience_properties.json"
+
+
+def read_property_registry(dag_id: str) -> dict[str, str]:
+    """{audience id: HubSpot property name} pinned by earlier runs (``incremental.read_registry``), from the
+    DAG's state folder on local or object storage; none yet: empty."""
+    path = storage.state_folder(dag_id) / REGISTRY_NAME
+    if not path.exists():
+        return {}
+    with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads:
+        return incremental.read_registry(storage.fetched([str(path)], downloads)[0])
+
+
+def record_property_names(dag_id: str, names: dict[str, str]) -> dict[str, str]:
+    """Pin this run's audience property names (``naming.merge_registry``: a registered audience keeps its
+    first name), so a rename in AEP changes the label only. Called once HubSpot holds the properties."""
+    registry = read_property_registry(dag_id)
+    merged = naming.merge_registry(registry, names)
+    if merged != registry:
+        with storage.staged_folder(storage.state_folder(dag_id)) as (work, _):
+            incremental.write_registry(os.path.join(work, REGISTRY_NAME), merged)
+    return merged
+
+
 class MapContactsOperator(BaseOperator):
     """Map the AEP export to HubSpot contacts (valid ones in ``map/mapped``, the rest in ``map/rejects``).
 
+    The mapping file must lie inside the sync config's ``allowed_roots``; the config's ``blocked_fields``
+    always apply. Audience property names come from the DAG's registry (``read_property_registry``) for
+    audiences synced before, from their current names otherwise; statuses are read in each audience's
+    own segmentMembership namespace.
+
     :param export: the export task's :class:`~audience_sync.contracts.ExportResult` (an XComArg).
-    :param mapping_path: the mapping file, relative to the project root or absolute.
+    :param mapping_path: the mapping file, relative to the project root or absolute, inside the allowed roots.
     :param property_prefix: the audience property name prefix.
     :param chunk_rows: rows per mapped Parquet file.
     :return: a :class:`~audience_sync.contracts.MapResult`, as a dict; each outlet's event names the files.
@@ -78,19 +107,23 @@ class MapContactsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         export = ExportResult.from_xcom(self.export)
-        contact_mapping = mapping.load_mapping(load_sync_config().resolve(self.mapping_path))
+        config = load_sync_config()
+        mapping_file = resolve_within_roots(self.mapping_path, config.roots(str(storage.base_path())))
         plain = [{"id": a.id, "name": a.name} for a in export.audiences]
-        properties = naming.audience_property_names(plain, self.property_prefix)
+        registry = read_property_registry(context["dag"].dag_id)
+        properties = naming.audience_property_names(plain, self.property_prefix, registry)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
             _run_dir(context)
         ) as (work, published):
+            contact_mapping = mapping.load_mapping(storage.fetched([mapping_file], downloads)[0], config.blocked_fields)
             mapped = mapping.map_export(
                 storage.fetched(list(export.paths), downloads),
                 contact_mapping,
                 properties,
                 out_dir=os.path.join(work, "map"),
                 chunk_rows=self.chunk_rows,
+                audience_namespaces={a.id: a.namespace for a in export.audiences if a.namespace},
             )
             mapped_paths = [published(p) for p in mapped.mapped_paths]
             rejects_path = published(mapped.rejects_path)
