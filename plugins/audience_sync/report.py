@@ -35,7 +35,7 @@ def build_report(
           "verify": {"expected": {property: {status: n}}, "found": {property: {status: n}}, "duration_s"},
         }
 
-    Profiles add up: exported = valid + deduplicated + rejected, a deduplicated profile (DUPLICATE_EMAIL of
+    Profiles add up: exported = valid + merged + deduplicated + rejected, a deduplicated profile (DUPLICATE_EMAIL of
     the map) counted once, as deduplicated, never also as rejected. Contacts add up too: to_send = new +
     changed + exited + resent (unchanged contacts a full refresh sends again), and unchanged counts only the
     contacts left alone, so a full refresh never shows everything as both sent and unchanged. ``cleared``:
@@ -84,13 +84,15 @@ def build_report(
 
 
 def _profiles(mapped: dict[str, Any]) -> dict[str, Any]:
-    """exported = valid + deduplicated + rejected (rejected without the deduplicated ones)."""
+    """exported = valid + merged + deduplicated + rejected (rejected without the deduplicated ones; merged:
+    rows of one profile exported more than once, e.g. once per audience file, folded into one contact)."""
     if not mapped:
-        return dict.fromkeys(("exported", "deduplicated", "rejected", "valid"))
+        return dict.fromkeys(("exported", "merged", "deduplicated", "rejected", "valid"))
     by_category = mapped.get("rejected_by_category") or {}
     deduplicated = by_category.get(DEDUPLICATED, 0)
     return {
         "exported": mapped.get("exported"),
+        "merged": mapped.get("merged", 0),
         "deduplicated": deduplicated,
         "rejected": sum(by_category.values()) - deduplicated,
         "valid": mapped.get("valid"),
@@ -171,6 +173,7 @@ DRY_RUN_NOTICE = (
 # How report.md names each number (report.json keeps the keys).
 PROFILE_LABELS = {
     "exported": "exported (members of the selected audiences)",
+    "merged": "merged (the same profile in several rows, one contact)",
     "deduplicated": "deduplicated (another profile with the same email won)",
     "rejected": "rejected (by reason below)",
     "valid": "valid contacts",
@@ -201,8 +204,8 @@ def profiles_explained(profiles: dict[str, Any]) -> str:
         return ""
     return (
         f"{profiles['exported']} profiles exported: the members of the selected audiences (profiles in none of "
-        f"them are not exported). {profiles['valid']} became valid contacts: {profiles['deduplicated']} were "
-        f"deduplicated (another profile with the same email won) and {profiles['rejected']} rejected."
+        f"them are not exported). {profiles['valid']} became valid contacts: {profiles.get('merged') or 0} rows were merged into "
+        f"the same profile's contact, {profiles['deduplicated']} were deduplicated (another profile with the same email won) and {profiles['rejected']} rejected."
     )
 
 

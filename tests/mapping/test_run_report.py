@@ -47,7 +47,7 @@ STAGES = {
 def test_build_report_summarises_every_stage():
     report = build_report(STAGES)
     # exported = deduplicated + rejected + valid: a deduplicated profile is not counted again as rejected
-    assert report["profiles"] == {"exported": 1000, "deduplicated": 20, "rejected": 40, "valid": 940}
+    assert report["profiles"] == {"exported": 1000, "merged": 0, "deduplicated": 20, "rejected": 40, "valid": 940}
     assert report["rejected_by_reason"] == [
         {"stage": "map", "category": "INVALID_EMAIL", "count": 10},
         {"stage": "map", "category": "MISSING_EMAIL", "count": 30},

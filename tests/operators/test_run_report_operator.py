@@ -70,7 +70,7 @@ def test_a_full_refresh_dry_run_says_so_in_the_report_and_the_log(caplog):
     with caplog.at_level(logging.INFO, logger="audience_sync.operators.sync"):
         report, markdown = run_report(xcoms, {"dry_run": True, "full_refresh": True})
     assert report["dry_run"] is True and report["full_refresh"] is True
-    assert report["profiles"] == {"exported": 10, "deduplicated": 2, "rejected": 1, "valid": 7}
+    assert report["profiles"] == {"exported": 10, "merged": 0, "deduplicated": 2, "rejected": 1, "valid": 7}
     assert (report["contacts"]["to_send"], report["contacts"]["resent"], report["contacts"]["unchanged"]) == (7, 5, 0)
     assert markdown.startswith(f"# AEP → HubSpot audience sync\n\n{DRY_RUN_NOTICE}\n")
     assert any(r.getMessage().startswith("DRY RUN report (nothing was sent to HubSpot)") for r in caplog.records)

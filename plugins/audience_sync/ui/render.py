@@ -17,7 +17,7 @@ CONTACT_ORDER = (
     "to_send", "new", "changed", "exited", "resent", "unchanged", "cleared", "skipped",
     "created", "updated", "rejected", "gone",
 )
-PROFILE_ORDER = ("exported", "deduplicated", "rejected", "valid")  # exported = deduplicated + rejected + valid
+PROFILE_ORDER = ("exported", "merged", "deduplicated", "rejected", "valid")  # exported = merged + deduplicated + rejected + valid
 REJECT_COLUMNS = ("stage", "record_id", "field", "category", "reason")
 
 STYLE = """
