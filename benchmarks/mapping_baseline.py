@@ -136,20 +136,24 @@ def map_export_baseline(
     chunk_rows: int = 10_000,
     read_batch_rows: int = 100_000,
 ) -> MapResult:
-    best: dict[str, tuple] = {}
+    keyed: dict[str, list[tuple]] = {}
     for seq, row in enumerate(_rows(part_paths, mapping, read_batch_rows)):
         email, _raw = _email(row, mapping)
         if email is None:
             continue
-        rank, _ = _memberships(row)
+        rank, statuses = _memberships(row)
         key = (-(rank if rank is not None else -(2**63)), row.get("_id") is None, row.get("_id") or "", seq)
-        if email not in best or key < best[email]:
-            best[email] = key
-    winners = {key[3]: email for email, key in best.items()}
-    winner_ids = {}
-    for seq, row in enumerate(_rows(part_paths, mapping, read_batch_rows)):
-        if seq in winners:
-            winner_ids[winners[seq]] = row.get("_id")
+        keyed.setdefault(email, []).append((key, row.get("_id"), statuses))
+    winners, winner_ids, merged, merged_statuses = {}, {}, set(), {}
+    for email, rows in keyed.items():
+        rows.sort(key=lambda item: item[0])
+        (key, winner_id, _), *others = rows
+        winners[key[3]] = email
+        winner_ids[email] = winner_id
+        # the winner's own profile in other rows (one file per audience): merged, statuses in key order
+        same = [statuses for other_key, other_id, statuses in others if winner_id is not None and other_id == winner_id]
+        merged |= {other_key[3] for other_key, other_id, _ in others if winner_id is not None and other_id == winner_id}
+        merged_statuses[key[3]] = same
 
     names = ["email", *[f.target for f in mapping.attributes], *audience_properties.values(), PROFILE_ID]
     chunks = ChunkWriter(os.path.join(out_dir, "mapped"), pa.schema([(n, pa.string()) for n in names]), chunk_rows)
@@ -161,6 +165,8 @@ def map_export_baseline(
     with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as rejects:
         for seq, row in enumerate(_rows(part_paths, mapping, read_batch_rows)):
             total += 1
+            if seq in merged:
+                continue
             email, raw = _email(row, mapping)
             out = {"email": email}
             problem = None
@@ -177,7 +183,8 @@ def map_export_baseline(
                     problem = (mapping_field.target, "VALUE_TOO_LONG", f"{len(found[0])} characters")
             _, statuses = _memberships(row)
             for audience_id, prop in audience_properties.items():
-                out[prop] = statuses.get(audience_id)
+                found_statuses = [statuses, *merged_statuses.get(seq, [])]
+                out[prop] = next((s[audience_id] for s in found_statuses if s.get(audience_id) is not None), None)
                 if problem is None and out[prop] is not None and out[prop] not in AUDIENCE_STATUSES:
                     problem = (prop, "INVALID_STATUS", f"status {out[prop]}")
             out[PROFILE_ID] = row.get("_id")
@@ -202,7 +209,7 @@ def map_export_baseline(
         chunks.add(pa.Table.from_pylist(mapped_rows, schema=chunks.schema))
         rejects.write(pa.Table.from_pylist(rejected_rows, schema=REJECT_SCHEMA))
     return MapResult(
-        mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, categories)
+        mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, categories, len(merged))
     )
 
 

@@ -353,6 +353,7 @@ def export_download(workdir: Path, profiles: int, part_rows: int = 250_000) -> d
     downloaded through the Data Access API with the real hook and client (streamed, size-checked).
     The download is timed apart from the job, which the sandbox builds in a second or two."""
     from audience_sync.clients.aep import AepClient
+    from audience_sync.config import load_sync_config
     from audience_sync.hooks.aep import AepHook
     from sandbox import connections, credentials
     from sandbox import seed as seeding
@@ -372,14 +373,9 @@ def export_download(workdir: Path, profiles: int, part_rows: int = 250_000) -> d
         while (job := client.get_export_job(job["id"]))["status"] not in ("SUCCEEDED", "FAILED"):
             time.sleep(0.2)
         started = time.perf_counter()
-        rows = size = parts = 0
-        for file_id in client.list_batch_files(job["destination"]["batchId"]):
-            for part in client.list_file_parts(file_id):
-                target = workdir / "download" / f"{parts:05d}-{part['name']}"
-                target.parent.mkdir(exist_ok=True)
-                size += client.download_part(file_id, part["name"], target, part["length"])
-                rows += pq.ParquetFile(target).metadata.num_rows
-                parts += 1
+        (workdir / "download").mkdir(exist_ok=True)
+        download = client.download_export(job, workdir / "download", load_sync_config().max_input_bytes)
+        rows, size, parts = download.rows, download.bytes, len(download.paths)
         seconds = time.perf_counter() - started
     finally:
         sandbox.stop()

@@ -64,7 +64,7 @@ def rejects_download(dag_id: str, run_id: str) -> PlainTextResponse:
     return PlainTextResponse(
         reports.rejects_csv(reports.reject_files(dag_id, run_id)),
         media_type="text/csv",
-        headers={**HEADERS, "Content-Disposition": f'attachment; filename="{reports.download_name(run_id)}"'},
+        headers={**HEADERS, "Content-Disposition": f'attachment; filename="{reports.download_name(dag_id, run_id)}"'},
     )
 
 

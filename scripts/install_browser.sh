@@ -8,7 +8,9 @@ if [[ -x $CHROMIUM ]]; then
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-  echo "$CHROMIUM is missing: install Debian's chromium package (sudo apt-get install -y chromium)" >&2
+  echo "$CHROMIUM is missing: install Debian's chromium package (sudo apt-get install -y chromium);" \
+    "until then the browser test is skipped (and fails under CI)" >&2
+  [[ -z ${CI:-} ]] && exit 0
   exit 1
 fi
 echo "installing chromium (Debian package) for the browser test"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pytest
 from sandbox import connections, seed
-from sandbox_process import SandboxProcess
+from sandbox_process import SandboxProcess, start_sandbox
 
 
 class TaskStateStore:
@@ -43,3 +44,11 @@ def seeded(server: SandboxProcess, monkeypatch, profiles: int, audiences: int = 
     monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connections.aep_connection(server.url))
     monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_DEFAULT", connections.hubspot_connection("http://127.0.0.1:9"))
     return SeededAep(server, [{"id": a["id"], "name": a["name"]} for a in result.audiences], profiles, time.time())
+
+
+@pytest.fixture
+def aep(tmp_path, monkeypatch):
+    """3,000 profiles in 3 audiences; exports split into parts of at most 500 rows; jobs take 0.3 s."""
+    server = start_sandbox("aep", tmp_path, "--part-rows", "500", "--job-seconds", "0.3")
+    yield seeded(server, monkeypatch, profiles=3000)
+    server.stop()

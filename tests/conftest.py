@@ -22,6 +22,10 @@ import pytest
 from sandbox.connections import aep_connection, hubspot_connection
 from sandbox_process import start_sandbox
 
+# Fixtures shared across the suites that mirror the package (hooks, clients, operators, upsert).
+from aep_support import aep  # noqa: E402,F401
+from hubspot_support import hs, window_peak  # noqa: E402,F401
+
 
 @pytest.fixture
 def hubspot_sandbox(tmp_path):

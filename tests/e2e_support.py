@@ -40,9 +40,9 @@ class SyncWorld:
         return self.hubspot.admin("GET", f"requests?since={since}")["requests"]
 
     def run_folder(self, run_id: str) -> Path:
-        from audience_sync.storage import _safe
+        from audience_sync.storage import run_path
 
-        return self.base / "runs" / DAG_ID / _safe(run_id)
+        return self.base / "runs" / DAG_ID / run_path(DAG_ID, run_id).name
 
     def stop(self) -> None:
         self.hubspot.stop()
@@ -56,13 +56,18 @@ def start_world(
     api_version: str = "2026-03",
     hubspot_args: tuple[str, ...] = ("--index-delay", "0.3"),
     aep_args: tuple[str, ...] = ("--part-rows", "600", "--job-seconds", "0.3"),
+    **seed_options: Any,
 ) -> SyncWorld:
+    """``seed_options``: the export shape (``sandbox.seed.seed_population``: email_namespace, export_ids,
+    audience_namespaces)."""
     aep_dir = workdir / "aep"
     hubspot_dir = workdir / "hubspot"
     aep_dir.mkdir()
     hubspot_dir.mkdir()
     # 1% dirt keeps the map rejects (about 3%) under the mass-change guard's max_reject_fraction (5%)
-    seeded = seed.seed_population(aep_dir / "aep.sqlite3", profiles=profiles, audiences=3, seed=7, dirty_rate=0.01)
+    seeded = seed.seed_population(
+        aep_dir / "aep.sqlite3", profiles=profiles, audiences=3, seed=7, dirty_rate=0.01, **seed_options
+    )
     aep = start_sandbox("aep", aep_dir, *aep_args)
     hubspot = start_sandbox("hubspot", hubspot_dir, *hubspot_args)
     monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connections.aep_connection(aep.url))

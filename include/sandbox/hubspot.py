@@ -15,7 +15,7 @@ whole, the error naming the bad values, as "partial upserts are not supported wh
 idProperty" allows; "400_silent": refused whole, naming nothing), ``update_not_found`` (how batch/update
 answers ids it has no contact for: "207" per-input OBJECT_NOT_FOUND errors; "404" / "400" whole-batch
 refusals naming the ids; "404_silent" naming nothing) and ``merged_email_lookup`` ("primary": an email merged
-into another contact finds that contact; "not_found": it finds nothing).
+into another contact finds that contact, in batch/update and batch/read alike; "not_found": it finds nothing).
 The generic ``answers`` fault serves 423 (with or without Retry-After), 503 with any Retry-After, HTML 502/503/200
 pages, truncated JSON and cut bodies (``sandbox.common``).
 Extra admin endpoint: GET /_sandbox/contacts → ``{"contacts": [{id, properties, createdAt, updatedAt}]}``.
@@ -509,13 +509,15 @@ class HubSpotSandbox:
                 )
 
     def batch_read(self, request: Request, version: str) -> Response:
-        """POST .../contacts/batch/read; unknown ids give a 207 with one OBJECT_NOT_FOUND error ("Read a batch")."""
+        """POST .../contacts/batch/read; unknown ids give a 207 with one OBJECT_NOT_FOUND error ("Read a batch").
+        A merged-away email is looked up as ``merged_email_lookup`` says, as in batch/update."""
         started = iso(time.time())
         inputs = _batch_inputs(request)
         body = _object_body(request)
         by_email = body.get("idProperty") == "email"
         keys = [str(i.get("id", "")) for i in inputs]
-        found = self.store.find(keys, by_email=by_email)
+        additional = by_email and self.setting("merged_email_lookup") == "primary"
+        found = self.store.find(keys, by_email=by_email, additional=additional)
         requested = body.get("properties") or None
         results = [public_contact(row, requested) for row in {r["id"]: r for r in found.values()}.values()]
         answer: dict[str, Any] = {

@@ -29,7 +29,8 @@ from typing import Any
 
 from audience_sync import config, storage
 from audience_sync.errors import ConfigurationError
-from audience_sync.ui.reports import load_report, mask_emails, run_folder
+from audience_sync.storage import run_path
+from audience_sync.ui.reports import load_report, mask_emails
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def parse_alerts(raw: Any, path: Path) -> AlertSettings:
 def load_alert_settings(path: str | os.PathLike | None = None) -> AlertSettings:
     """The ``alerts:`` key of the sync config (read as raw YAML: config.SyncConfig has no field for it yet)."""
     path = Path(path or os.environ.get("AUDIENCE_SYNC_CONFIG") or config.DEFAULT_CONFIG)
-    raw = config.load_yaml(path.read_text()) or {}
+    raw = config.read_yaml_file(path, "sync configuration") or {}
     return parse_alerts(raw.get("alerts") if isinstance(raw, dict) else None, path)
 
 
@@ -162,11 +163,11 @@ def notify_failure(context: dict) -> None:
     task_id, try_number, error, error_type = (
         getattr(ti, "task_id", None), getattr(ti, "try_number", None), context.get("exception"), None
     )
-    recorded = run_folder(dag_id, run_id) / FAILURE_RECORD  # a DAG-level callback: the run's first failure
+    recorded = run_path(dag_id, run_id) / FAILURE_RECORD  # a DAG-level callback: the run's first failure
     if error is None and recorded.exists():
         first = storage.read_json(recorded)
         task_id, try_number, error, error_type = (first[k] for k in ("task_id", "try_number", "error", "error_type"))
-    folder = str(run_folder(dag_id, run_id))
+    folder = str(run_path(dag_id, run_id))
     message = alert_message(dag_id, run_id, task_id, try_number, error, load_report(dag_id, run_id), folder, error_type)
     _send(settings, f"[Airflow] audience sync {dag_id} run {run_id} failed", message, context)
     log.info(

@@ -11,9 +11,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
+from audience_sync.constants import MAX_BATCH, checked_batch_size
 from audience_sync.errors import ConfigurationError, InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +66,34 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A settings file (``what`` names it in the error): unreadable or not YAML is a ``ConfigError``."""
+    try:
+        return load_yaml(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the {what} {path}: {error}") from None
+
+
+def refuse_unknown(found: dict, known: Iterable[str], where: str) -> None:
+    """A misspelt setting would silently fall back to its default: name it and the known ones instead."""
+    unknown = sorted(set(found) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def project_path(path: str | os.PathLike) -> Path:
+    """Relative paths in the configs and in params are relative to the project root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     schedule: str | None = "0 2 * * *"
     audiences: list[str] = field(default_factory=list)
     mapping: str = "include/mappings/default.yaml"
     property_prefix: str = "aep_"
-    batch_size: int = 100
+    batch_size: int = MAX_BATCH
     chunk_rows: int = 10_000
     upsert_threads: int = 2
     hubspot_pool: str = "hubspot_api"
@@ -89,9 +112,7 @@ class SyncConfig:
     approval_on_mass_change: str = "manual"  # which runs the guard stopped wait for approval: manual|always|never
 
     def resolve(self, path: str) -> str:
-        """Relative paths in the config and in params are relative to the project root."""
-        candidate = Path(path)
-        return str(candidate if candidate.is_absolute() else PROJECT_ROOT / candidate)
+        return str(project_path(path))
 
     def roots(self, base_path: str) -> list[str]:
         """The folders ``mapping`` and ``source_files`` may point into; ``base_path`` is the run
@@ -103,16 +124,10 @@ class SyncConfig:
 
 def load_sync_config(path: str | os.PathLike | None = None) -> SyncConfig:
     path = Path(path or os.environ.get("AUDIENCE_SYNC_CONFIG") or DEFAULT_CONFIG)
-    try:
-        raw = load_yaml(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read the sync configuration {path}: {error}") from None
+    raw = read_yaml_file(path, "sync configuration") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    known = {f.name for f in fields(SyncConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    refuse_unknown(raw, [f.name for f in fields(SyncConfig)], str(path))
     if raw.get("flow_service_connection") is False:  # YAML 1.1 reads a bare `off` as false
         raw["flow_service_connection"] = "off"
     config = SyncConfig(**raw)
@@ -126,8 +141,10 @@ def load_sync_config(path: str | os.PathLike | None = None) -> SyncConfig:
             f"{path}: approval_on_mass_change must be one of {', '.join(APPROVAL_MODES)}, "
             f"not {config.approval_on_mass_change!r}"
         )
-    if not 1 <= config.batch_size <= 100:
-        raise ConfigError(f"{path}: batch_size must be between 1 and 100 (HubSpot's batch limit)")
+    try:
+        checked_batch_size(config.batch_size)
+    except ConfigurationError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if config.hubspot_pool_slots < 1:
         raise ConfigError(f"{path}: hubspot_pool_slots must be at least 1")
     for name in ("max_exit_fraction", "max_reject_fraction"):
@@ -160,7 +177,7 @@ def resolve_within_roots(value: str, roots: Iterable[str]) -> str:
         inside = any(text.rstrip("/") == r.rstrip("/") or text.startswith(r.rstrip("/") + "/") for r in roots)
         resolved = text
     else:
-        resolved = str(Path(text) if Path(text).is_absolute() else PROJECT_ROOT / text)
+        resolved = str(project_path(text))
         local = [Path(r).resolve() for r in roots if not _URL.match(r) and not r.startswith("file://")]
         local += [Path(r.removeprefix("file://")).resolve() for r in roots if r.startswith("file://")]
         target = Path(resolved).resolve()

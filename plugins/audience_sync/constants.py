@@ -16,12 +16,14 @@ EXITED = "exited"
 MAX_BATCH = 100
 
 
-def checked_batch_size(value: int) -> int:
-    """The one check of HubSpot's batch limit (config, params and the upsert all pass through it)."""
-    size = int(value)
-    if not 1 <= size <= MAX_BATCH:
-        raise ConfigurationError(f"batch_size must be between 1 and {MAX_BATCH} (HubSpot's batch limit), got {value!r}")
-    return size
+def checked_batch_size(value: object) -> int:
+    """The one check of HubSpot's batch limit (config, params and the upsert all pass through it). A whole
+    number or its text (a templated param); anything else (a bool, a fraction, a word) is refused too."""
+    text = str(value).strip()
+    whole = not isinstance(value, bool) and isinstance(value, (int, str)) and text.isascii() and text.isdigit()
+    if not whole or not 1 <= int(text) <= MAX_BATCH:
+        raise ConfigurationError(f"batch_size must be between 1 and {MAX_BATCH}, got {value!r} (HubSpot's batch limit)")
+    return int(text)
 
 
 class ExportJobStatus(StrEnum):

@@ -21,7 +21,7 @@ statuses only; absent rows come last, sorted by email, so chunks are reproducibl
 been sent and is now missing is sent as ``""`` (HubSpot clears the property) unless its mapping row
 says ``on_missing: keep``; ``full_refresh`` resends every contact, clears included.
 
-Pure logic: reads and writes local Parquet, no Airflow; memory grows with the small per-contact columns
+Pure logic: reads and writes local Parquet (atomically, through ``storage.atomic_path``), no Airflow call; memory grows with the small per-contact columns
 (email, hash, bit words, statuses), never with whole rows, which stream chunk by chunk.
 """
 
@@ -31,11 +31,11 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from audience_sync import storage
+from audience_sync.constants import ACTIVE_AUDIENCE_STATUSES, AUDIENCE_STATUSES, EXITED
 from audience_sync.errors import InputError, PermanentError
 from audience_sync.mapping import AtomicParquetWriter, ChunkWriter, atomic_write_table
 
@@ -51,8 +53,6 @@ WRITE = "_write"
 UPSERT, UPDATE = "upsert", "update"
 SET_PREFIX = "_set"
 SET_METADATA = b"audience_sync.set_properties"
-ACTIVE = ("realized", "existing")
-EXITED = "exited"
 VERSION_SUFFIX = ".version.json"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd constant: multiplying by it is a bijection on uint64
 
@@ -271,8 +271,8 @@ def plan(
     effective, any_exit, other_status_change = {}, np.zeros(joined.num_rows, bool), np.zeros(joined.num_rows, bool)
     for prop in audience_properties:
         cur, prev = _strings(joined.column(f"cur:{prop}")), _strings(joined.column(f"prev:{prop}"))
-        has_prev = pd.notna(prev) & np.isin(prev, [*ACTIVE, EXITED])
-        exits = pd.isna(cur) & pd.notna(prev) & np.isin(prev, ACTIVE)
+        has_prev = pd.notna(prev) & np.isin(prev, AUDIENCE_STATUSES)
+        exits = pd.isna(cur) & pd.notna(prev) & np.isin(prev, ACTIVE_AUDIENCE_STATUSES)
         effective[prop] = np.where(pd.notna(cur), cur, np.where(has_prev & ~held, EXITED, None))
         effective[prop] = np.where(held, prev, effective[prop])
         changed = (pd.isna(effective[prop]) != pd.isna(prev)) | (
@@ -554,21 +554,14 @@ def check_mass_change(
 
 
 def write_file_atomically(path: str, data: bytes | None = None, copy_from: str | None = None) -> str:
-    """``data``, or a copy of the file ``copy_from``, under a temp name in the same folder, then renamed:
+    """``data``, or a copy of the file ``copy_from``, at the local ``path`` through ``storage.atomic_path``:
     readers see the old file or the new, never half."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with storage.atomic_path(Path(path)) as tmp:
         if copy_from is not None:
             shutil.copyfile(copy_from, tmp)
         else:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            tmp.write_bytes(data)
     return path
 
 

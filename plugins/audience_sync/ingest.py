@@ -16,14 +16,11 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from audience_sync.config import PROJECT_ROOT, project_path, read_yaml_file, refuse_unknown
 from audience_sync.errors import ConfigurationError, PermanentError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INGEST_CONFIG = PROJECT_ROOT / "include" / "ingest_config.yaml"
 
 HUBSPOT_CONNECTION_SPEC_ID = "cc6a4487-9e91-433e-a3a3-9cf6626c1806"  # seeds 000-003
@@ -106,28 +103,10 @@ _OBJECT_KEYS = {
 _TOP_KEYS = {"objects", "mapping_file", "name_prefix", "schedule", "preview_rows", "flow", "runs"}
 
 
-def resolve_path(path: str | os.PathLike) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
-
-
-def _yaml(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigurationError(f"cannot read the {what} {path}: {error}") from None
-
-
-def _unknown(found: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(found) - known)
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-
-
 def load_mappings(path: str | os.PathLike) -> dict[str, tuple[tuple[str, str], ...]]:
     """``include/mappings/hubspot_to_xdm.yaml``: ``{version: 1, objects: {<path>: [{source, destination}]}}``."""
-    path = resolve_path(path)
-    raw = _yaml(path, "ingest mapping file")
+    path = project_path(path)
+    raw = read_yaml_file(path, "ingest mapping file")
     if not isinstance(raw, dict) or raw.get("version") != 1 or not isinstance(raw.get("objects"), dict):
         raise ConfigurationError(f"{path}: expected a mapping with 'version: 1' and an 'objects' mapping")
     mappings: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -154,20 +133,20 @@ def load_mappings(path: str | os.PathLike) -> dict[str, tuple[tuple[str, str], .
 
 def load_ingest_config(path: str | os.PathLike | None = None) -> IngestConfig:
     """``include/ingest_config.yaml`` (or ``AUDIENCE_SYNC_INGEST_CONFIG``); every problem names the setting."""
-    path = resolve_path(path or os.environ.get("AUDIENCE_SYNC_INGEST_CONFIG") or DEFAULT_INGEST_CONFIG)
-    raw = _yaml(path, "ingest configuration")
+    path = project_path(path or os.environ.get("AUDIENCE_SYNC_INGEST_CONFIG") or DEFAULT_INGEST_CONFIG)
+    raw = read_yaml_file(path, "ingest configuration")
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path}: expected a mapping of settings")
-    _unknown(raw, _TOP_KEYS, str(path))
+    refuse_unknown(raw, _TOP_KEYS, str(path))
     flow, runs = raw.get("flow") or {}, raw.get("runs") or {}
-    _unknown(flow, {"frequency", "interval", "start_time", "backfill"}, f"{path}: flow")
-    _unknown(runs, {"mode", "timeout_seconds", "poll_seconds", "report_last"}, f"{path}: runs")
+    refuse_unknown(flow, {"frequency", "interval", "start_time", "backfill"}, f"{path}: flow")
+    refuse_unknown(runs, {"mode", "timeout_seconds", "poll_seconds", "report_last"}, f"{path}: runs")
     objects = []
     for number, item in enumerate(raw.get("objects") or []):
         where = f"{path}: objects[{number}]"
         if not isinstance(item, dict):
             raise ConfigurationError(f"{where} must be a mapping")
-        _unknown(item, _OBJECT_KEYS, where)
+        refuse_unknown(item, _OBJECT_KEYS, where)
         for key in ("path", "schema_id", "delta_column"):
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise ConfigurationError(f"{where}: {key} is required")

@@ -1,7 +1,8 @@
 """XDM profile export → HubSpot contact rows, vectorised and in bounded memory.
 
-Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem, with no
-Airflow import, so it runs the same in a task, a test or a benchmark.
+Pure logic: reads the export's Parquet parts and writes Parquet chunks on the local filesystem (through
+``storage.atomic_path``, the one atomic write), with no Airflow call, so it runs the same in a task, a test
+or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
 1. emails only: (normalised email, rank, profile id, row number) of every profile with a valid email; these
@@ -13,7 +14,10 @@ Two passes over the export keep memory bounded whatever its size:
 Duplicate rule (one person exported twice, or one address in two spellings): the profile with the latest
 ``lastQualificationTime`` over all its audience memberships wins, ties go to the smallest profile id. The
 winner is kept even if it is then rejected for another reason: the latest profile is the truth about
-that person, and sending an older duplicate instead would write stale data.
+that person, and sending an older duplicate instead would write stale data. Rows with the winner's email
+AND profile id are the same profile split over several rows (file-based exports write one file per
+audience): they are merged, not rejected: values come from the winning row, audience statuses are the
+union (the winning row's status first, then the other rows' in the same order).
 
 Profile id (rejects' ``record_id``, the tie-break): ``_id`` when the export carries it (nothing documents
 that a profile export does), otherwise the primary identity as ``<namespace>:<id>`` (namespace lowercased;
@@ -23,9 +27,9 @@ e.g. Adobe's ``Email``) and audience namespaces (``segmentMembership`` keys) mat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from audience_sync import storage
 from audience_sync.config import load_sync_config, load_yaml
+from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.errors import InputError
 
 # developers.hubspot.com, CRM "Properties" API: string property values hold at most 65,536 characters.
@@ -56,7 +62,6 @@ EMAIL_PATTERN = (
 )
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
-AUDIENCE_STATUSES = ("realized", "existing", "exited")
 # Segmentation export jobs: segmentNs "By default, the value is 'ups'"; other audiences pass their own.
 AUDIENCE_NAMESPACE = "ups"
 IDENTITY_ROOT = "identityMap"
@@ -523,14 +528,9 @@ def _memberships(batch: pa.RecordBatch, audience_namespaces: dict[str, str]) -> 
 
 
 def atomic_write_table(table: pa.Table, path: str) -> str:
-    """Temp name then rename, so a killed task never leaves half a file behind."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    """A local Parquet file written through ``storage.atomic_path``: a killed task never leaves half a file."""
+    with storage.atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -540,12 +540,14 @@ class AtomicParquetWriter:
     def __init__(self, path: str, schema: pa.Schema):
         self.path = path
         self.schema = schema
-        self.tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
         self.rows = 0
 
     def __enter__(self) -> AtomicParquetWriter:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(storage.atomic_path(Path(self.path)))
+            self.writer = stack.enter_context(pq.ParquetWriter(tmp, self.schema, compression="zstd"))
+            self._open = stack.pop_all()
         return self
 
     def write(self, table: pa.Table) -> None:
@@ -554,11 +556,7 @@ class AtomicParquetWriter:
             self.rows += table.num_rows
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.writer.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        self._open.__exit__(exc_type, exc, tb)  # the writer closed, then the file renamed into place or removed
 
 
 class ChunkWriter:
@@ -612,8 +610,36 @@ def _iter_parts(part_paths: list[str], mapping: Mapping, read_batch_rows: int, o
             offset += batch.num_rows
 
 
-def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> tuple[int, np.ndarray, pa.Array]:
-    """Pass 1: (profiles exported, winner position per loser row or -1, ids in that order)."""
+@dataclass
+class _Dedup:
+    """Pass 1's verdict per exported row (global row number). A row with the same email as the winner is
+    either another profile (``loser_to_winner``: a DUPLICATE_EMAIL reject naming the winner) or the
+    winner's own profile split over several rows, e.g. one file per audience (``merged``: dropped, its
+    audience statuses filling the winner's gaps, see ``_merged_statuses``)."""
+
+    total: int
+    loser_to_winner: np.ndarray  # winner position in ``ranked_ids`` per duplicate row, else -1
+    ranked_ids: pa.Array  # profile ids in dedup order
+    merged: np.ndarray  # bool per row: part of a profile whose winning row is another one
+    merged_rows: np.ndarray  # row numbers of the merged rows, in dedup order
+    merged_into: np.ndarray  # the winning row number of each of them
+    statuses: dict[str, tuple[np.ndarray, pa.Array]] = field(default_factory=dict)
+
+    def fill(self, audience_id: str, status: pa.Array, offset: int) -> pa.Array:
+        """``status`` of a batch starting at ``offset``, its nulls filled from the winners' merged rows."""
+        if audience_id not in self.statuses:
+            return status
+        winners, values = self.statuses[audience_id]
+        lo, hi = np.searchsorted(winners, [offset, offset + len(status)])
+        if lo == hi:
+            return status
+        at = np.full(len(status), -1, dtype=np.int64)
+        at[winners[lo:hi] - offset] = np.arange(lo, hi)
+        return pc.coalesce(status, values.take(pa.array(np.where(at < 0, 0, at), mask=at < 0)))
+
+
+def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _Dedup:
+    """Pass 1: one winner per email (``DUPLICATE_RULE``), and which other rows are the winner's profile."""
     email_columns = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN} | {s.split(".")[0] for s in mapping.email.sources}
     pieces, total = [], 0
     for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, email_columns):
@@ -632,8 +658,10 @@ def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> t
         )
         total = offset + batch.num_rows
     loser_to_winner = np.full(total, -1, dtype=np.int64)
+    merged = np.zeros(total, dtype=bool)
+    none = np.empty(0, dtype=np.int64)
     if not pieces:
-        return total, loser_to_winner, pa.array([], pa.string())
+        return _Dedup(total, loser_to_winner, pa.array([], pa.string()), merged, none, none)
     keys = pa.concat_tables(pieces)
     del pieces
     order = pc.sort_indices(
@@ -646,8 +674,47 @@ def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> t
         starts[1:] = pc.not_equal(emails.slice(1), emails.slice(0, keys.num_rows - 1)).to_numpy(zero_copy_only=False)
     winner = np.maximum.accumulate(np.where(starts, np.arange(keys.num_rows), 0))
     seq = keys.column("seq").to_numpy()
-    loser_to_winner[seq[~starts]] = winner[~starts]
-    return total, loser_to_winner, keys.column("id").combine_chunks()
+    ids = keys.column("id").combine_chunks()
+    same_profile = ~starts & pc.fill_null(pc.equal(ids, ids.take(pa.array(winner))), False).to_numpy(
+        zero_copy_only=False
+    )
+    duplicate = ~starts & ~same_profile
+    loser_to_winner[seq[duplicate]] = winner[duplicate]
+    merged[seq[same_profile]] = True
+    return _Dedup(total, loser_to_winner, ids, merged, seq[same_profile], seq[winner[same_profile]])
+
+
+def _merged_statuses(
+    part_paths: list[str], mapping: Mapping, read_batch_rows: int, dedup: _Dedup, audience_namespaces: dict[str, str]
+) -> None:
+    """Pass 1b, only when a profile spans several rows: per audience, the status each winner lacks taken
+    from its merged rows (the first one in dedup order that has one) into ``dedup.statuses``."""
+    if not len(dedup.merged_rows) or not audience_namespaces:
+        return
+    priority = np.empty(dedup.total, dtype=np.int64)  # a merged row's place in dedup order
+    priority[dedup.merged_rows] = np.arange(len(dedup.merged_rows))
+    winners = np.empty(dedup.total, dtype=np.int64)
+    winners[dedup.merged_rows] = dedup.merged_into
+    found: dict[str, list[tuple[np.ndarray, pa.Array]]] = {aid: [] for aid in audience_namespaces}
+    for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, {MEMBERSHIP_COLUMN}):
+        rows = np.flatnonzero(dedup.merged[offset : offset + batch.num_rows])
+        if not len(rows):
+            continue
+        statuses = _memberships(batch, audience_namespaces).statuses
+        for aid, status in statuses.items():
+            found[aid].append((offset + rows, status.take(pa.array(rows))))
+    for aid, pieces in found.items():
+        rows = np.concatenate([r for r, _ in pieces])
+        status = pa.concat_arrays([v for _, v in pieces])
+        present = pc.is_valid(status).to_numpy(zero_copy_only=False)
+        rows, status = rows[present], status.filter(pa.array(present))
+        owner = winners[rows]
+        sequence = np.lexsort((priority[rows], owner))
+        owner = owner[sequence]
+        first = np.ones(len(owner), dtype=bool)
+        first[1:] = owner[1:] != owner[:-1]
+        if first.any():
+            dedup.statuses[aid] = (owner[first], status.take(pa.array(sequence[first])))
 
 
 class _BatchRejects:
@@ -691,11 +758,12 @@ def _map_batch(
     mapping: Mapping,
     audience_properties: dict[str, str],
     audience_namespaces: dict[str, str],
-    dedup: tuple[np.ndarray, pa.Array],
+    dedup: _Dedup,
     sink: AtomicParquetWriter,
     by_category: Counter,
 ) -> pa.Table:
-    """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned."""
+    """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned (rows merged
+    into their profile's winning row are left out, neither mapped nor rejected)."""
     ids = profile_ids(batch)
     emails = _emails(batch, mapping)
     rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
@@ -704,11 +772,10 @@ def _map_batch(
     rejects.add(
         emails.invalid, "email", "INVALID_EMAIL", "the email address is not a valid address (see EMAIL_PATTERN)"
     )
-    loser_to_winner, ranked_ids = dedup
-    winner_at = loser_to_winner[offset : offset + batch.num_rows]
+    winner_at = dedup.loser_to_winner[offset : offset + batch.num_rows]
     lost = winner_at >= 0
     if lost.any():
-        winner_ids = pc.fill_null(ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no profile id>")
+        winner_ids = pc.fill_null(dedup.ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no profile id>")
         prefix = f"another profile has the same email and wins ({DUPLICATE_RULE}): "
         rejects.add(lost, "email", "DUPLICATE_EMAIL", pc.binary_join_element_wise(prefix, winner_ids, ""))
 
@@ -728,7 +795,7 @@ def _map_batch(
         columns[mapping_field.target] = values
     statuses = _memberships(batch, audience_namespaces).statuses
     for aid, prop in audience_properties.items():
-        status = statuses[aid]
+        status = dedup.fill(aid, statuses[aid], offset)
         unknown = pc.and_(pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(AUDIENCE_STATUSES))))
         rejects.add(
             pc.fill_null(unknown, False).to_numpy(zero_copy_only=False),
@@ -738,16 +805,20 @@ def _map_batch(
         )
         columns[prop] = status
     columns[PROFILE_ID] = ids
-    return pa.table(columns).filter(pa.array(~rejects.taken))
+    merged = dedup.merged[offset : offset + batch.num_rows]
+    return pa.table(columns).filter(pa.array(~rejects.taken & ~merged))
 
 
-def map_counts(exported: int, valid: int, by_category: Counter) -> dict:
+def map_counts(exported: int, valid: int, by_category: Counter, merged: int = 0) -> dict:
+    """``exported`` = ``valid`` + ``rejected`` + ``merged`` (rows of a profile exported more than once,
+    folded into its winning row)."""
     return {
         "exported": exported,
         "valid": valid,
         "rejected": sum(by_category.values()),
         "rejected_by_category": dict(sorted(by_category.items())),
         "deduplicated": by_category.get("DUPLICATE_EMAIL", 0),
+        "merged": merged,
     }
 
 
@@ -780,8 +851,9 @@ def map_export(
     schema = pa.schema(
         [(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]]
     )
-    total, *dedup = _winners(part_paths, mapping, read_batch_rows)
+    dedup = _winners(part_paths, mapping, read_batch_rows)
     namespaces = {aid: (audience_namespaces or {}).get(aid) or AUDIENCE_NAMESPACE for aid in audience_properties}
+    _merged_statuses(part_paths, mapping, read_batch_rows, dedup, namespaces)
 
     chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
@@ -789,9 +861,8 @@ def map_export(
     valid = 0
     with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
         for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows):
-            table = _map_batch(batch, offset, mapping, audience_properties, namespaces, tuple(dedup), sink, by_category)
+            table = _map_batch(batch, offset, mapping, audience_properties, namespaces, dedup, sink, by_category)
             valid += table.num_rows
             chunks.add(table)
-    return MapResult(
-        mapped_paths=chunks.close(), rejects_path=rejects_path, counts=map_counts(total, valid, by_category)
-    )
+    counts = map_counts(dedup.total, valid, by_category, len(dedup.merged_rows))
+    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=counts)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from audience_sync import file_exports, storage
+from audience_sync.config import check_input_size
 from audience_sync.errors import InputError
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -36,10 +37,14 @@ def source_paths(spec: str) -> list[storage.ObjectStoragePath]:
     return found
 
 
-def convert(spec: str, folder: storage.ObjectStoragePath) -> Converted:
-    """Each source file → ``folder/part-NNNNN.parquet`` in the export schema."""
+def convert(spec: str, folder: storage.ObjectStoragePath, max_bytes: int) -> Converted:
+    """Each source file → ``folder/part-NNNNN.parquet`` in the export schema. Every file's size is checked
+    against ``max_bytes`` (setting ``max_input_bytes``) before any is read."""
+    sources = source_paths(spec)
+    for source in sources:
+        check_input_size(str(source), source.stat().st_size, max_bytes)
     paths, rows, found = [], 0, set()
-    for number, source in enumerate(source_paths(spec)):
+    for number, source in enumerate(sources):
         with source.open("rb") as handle:
             table = file_exports.read_export_file(handle, str(source))
         path = folder / PART_NAME.format(number)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from audience_sync.config import PROJECT_ROOT
+
 DEFAULT_BASE = (PROJECT_ROOT / "data").as_uri()
 SNAPSHOT_NAME = "snapshot.parquet"
 
@@ -37,8 +39,18 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part)
 
 
+def runs_path(dag_id: str) -> ObjectStoragePath:
+    """Where the DAG's run folders are; nothing is created (for readers such as the report pages)."""
+    return base_path() / "runs" / _safe(dag_id)
+
+
+def run_path(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """The run's folder, not created (for readers); tasks that write use :func:`run_folder`."""
+    return runs_path(dag_id) / _safe(run_id)
+
+
 def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
-    folder = base_path() / "runs" / _safe(dag_id) / _safe(run_id)
+    folder = run_path(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -64,11 +76,13 @@ def local_or_none(path: ObjectStoragePath) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | ObjectStoragePath) -> Iterator[ObjectStoragePath]:
+def atomic_path(path: str | Path | ObjectStoragePath) -> Iterator[Path | ObjectStoragePath]:
     """The one atomic write: yields a temporary sibling of ``path`` to write, renamed onto ``path`` when
-    the block ends and removed when it fails, so a killed task never leaves half a file under the real name."""
-    path = as_path(path)
-    tmp = path.parent / f".{path.name}.tmp"
+    the block ends and removed when it fails, so a killed task never leaves half a file under the real name.
+    A ``pathlib.Path`` stays a plain local path (for pyarrow writers and the pure modules); the temporary
+    name is unique, so two writers of one file never write into each other's temporary file."""
+    path = as_path(path) if isinstance(path, str) else path
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
     except BaseException:
@@ -119,8 +133,13 @@ def download_to(path: str | ObjectStoragePath, local: str) -> None:
     if local_or_none(path) == local or not path.exists():
         return
     Path(local).parent.mkdir(parents=True, exist_ok=True)
-    with path.open("rb") as source, open(local, "wb") as sink:
-        shutil.copyfileobj(source, sink, length=8 << 20)
+    _copy(path, Path(local))
+
+
+def _copy(source: Path | ObjectStoragePath, target: Path | ObjectStoragePath) -> None:
+    """Stream one file into another, local or object storage, 8 MiB at a time (memory stays flat)."""
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, length=8 << 20)
 
 
 def write_json(data: Any, path: str | ObjectStoragePath) -> str:
@@ -151,8 +170,7 @@ def staged_folder(folder: ObjectStoragePath) -> Iterator[tuple[str, Callable[[st
             if file.is_file():
                 target = folder / file.relative_to(workdir).as_posix()
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with file.open("rb") as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink, length=8 << 20)
+                _copy(file, target)
 
 
 def fetched(paths: list[str], workdir: str) -> list[str]:
@@ -163,7 +181,6 @@ def fetched(paths: list[str], workdir: str) -> list[str]:
         local = local_or_none(path)
         if local is None:
             local = str(Path(workdir) / f"{number:05d}-{path.name}")
-            with path.open("rb") as source, open(local, "wb") as sink:
-                shutil.copyfileobj(source, sink, length=8 << 20)
+            _copy(path, Path(local))
         local_paths.append(local)
     return local_paths

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -36,8 +37,9 @@ from typing import Any
 import pandas as pd
 
 from audience_sync import storage
-from audience_sync.clients.hubspot import MAX_BATCH, BatchRejected, HubSpotClient, UpsertAnswer
-from audience_sync.errors import ConfigurationError, InputError
+from audience_sync.clients.hubspot import BatchRejected, HubSpotClient, UpsertAnswer
+from audience_sync.constants import MAX_BATCH, checked_batch_size
+from audience_sync.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,15 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
     exist) and the rest is sent again; inputs whose values it merely quotes are sent apart, one by one, so a
     clue never rejects a good record; only an error that names nothing splits the batch in halves, down to
     single records. When the first half goes through, the second must hold the culprit: it is split at once
-    instead of being sent whole only to be refused.
+    instead of being sent whole only to be refused. An update batch first drops its merged-away addresses
+    (:func:`without_merged_away`).
     """
     send: Callable[[Sequence[Record]], UpsertAnswer] = (
         client.batch_upsert if write == UPSERT else client.batch_update_by_email
     )
     outcome = BatchOutcome()
+    if write == UPDATE:
+        records = without_merged_away(client, records, outcome)
 
     def split(group: list[Record]) -> None:
         middle = len(group) // 2
@@ -165,8 +170,27 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
         outcome.gone += [group[i][0] for i in sorted(answer.gone)]
         return not answer.rejected and not answer.gone
 
-    attempt(list(records), refused=False)
+    if records:
+        attempt(list(records), refused=False)
     return outcome
+
+
+def without_merged_away(client: HubSpotClient, records: Sequence[Record], outcome: BatchOutcome) -> list[Record]:
+    """The records an update by email may write; the merged-away ones go to ``outcome.gone``.
+
+    HubSpot may resolve an address merged into another contact to that contact (the docs are silent; the
+    sandbox's ``merged_email_lookup`` serves both ways), whose own primary address can still be in an
+    audience: an exit sent there would mark the wrong person exited. So one read by email comes first (one
+    extra request per update batch; exits are few): a requested email that is neither a returned contact's
+    primary email nor named as not found resolved to another contact: merged away, gone, not updated.
+    Not-found ones go on to the update, whose answer reports them gone as before.
+    """
+    lookup = client.lookup_emails([email for email, _ in records])
+    outcome.requests += 1
+    known = lookup.primaries | lookup.not_found
+    merged = [email for email, _ in records if email.lower() not in known]
+    outcome.gone += merged
+    return [record for record in records if record[0].lower() in known]
 
 
 # --- checkpoint -----------------------------------------------------------------------------------------
@@ -243,6 +267,15 @@ def chunk_stem(input_path) -> str:
     return name.removesuffix(".parquet")
 
 
+def requests_needed(input_path, batch_size: int) -> int:
+    """About how many calls the chunk takes, for the daily budget check before any write: one per batch,
+    and one more per update batch (its read by email, :func:`without_merged_away`)."""
+    table = storage.read_table(input_path)
+    writes = table.column(WRITE_COLUMN).to_pylist() if WRITE_COLUMN in table.column_names else []
+    updates = writes.count(UPDATE)
+    return math.ceil((table.num_rows - updates) / batch_size) + 2 * math.ceil(updates / batch_size)
+
+
 def upsert_file(
     client: HubSpotClient,
     input_path,
@@ -252,10 +285,7 @@ def upsert_file(
     progress_every_s: float = 10.0,
 ) -> dict[str, Any]:
     """Write every record of ``input_path``; return counts and output paths (small: fit for XCom)."""
-    if not 0 < batch_size <= MAX_BATCH:  # the one check of HubSpot's batch limit
-        raise ConfigurationError(
-            f"batch_size must be between 1 and {MAX_BATCH} (HubSpot's batch limit), got {batch_size}"
-        )
+    batch_size = checked_batch_size(batch_size)
     started_at = time.time()
     stem = chunk_stem(input_path)
     output_dir = storage.as_path(output_dir)

@@ -52,9 +52,12 @@ def run_export(client: AepClient, audiences: list[dict]) -> dict:
     return job
 
 
-def download(client: AepClient, job: dict, folder) -> tuple[list[str], int]:
+MAX_PART_BYTES = 10 * 2**20
+
+
+def download(client: AepClient, job: dict, folder, max_part_bytes: int = MAX_PART_BYTES) -> tuple[list[str], int]:
     folder.mkdir(parents=True, exist_ok=True)
-    result = client.download_export(job, folder)
+    result = client.download_export(job, folder, max_part_bytes)
     assert result.bytes == sum((folder / p).stat().st_size for p in result.paths)
     return result.paths, result.rows
 
@@ -163,7 +166,22 @@ def test_rows_read_are_checked_against_the_served_counter(aep, tmp_path, counter
 def test_a_job_without_a_batch_is_refused(aep, tmp_path):
     client, _, _ = aep()
     with pytest.raises(InputError, match="job 5 has no destination.batchId"):
-        client.download_export({"id": 5, "status": "SUCCEEDED", "destination": {}}, tmp_path)
+        client.download_export({"id": 5, "status": "SUCCEEDED", "destination": {}}, tmp_path, MAX_PART_BYTES)
+
+
+def test_a_part_over_the_size_cap_fails_before_it_is_downloaded(aep, tmp_path):
+    client, seeded, server = aep()
+    job = run_export(client, [a["id"] for a in seeded.audiences])
+    file_id, name, length = next(client.iter_export_parts(job["destination"]["batchId"]))
+
+    def file_calls() -> int:  # listing the file's parts and downloading one both GET /files/{id}
+        return sum(r["path"].endswith(f"/files/{file_id}") for r in server.admin("GET", "requests")["requests"])
+
+    before = file_calls()
+    with pytest.raises(InputError, match=rf"AEP file {file_id} part '{name}' is {length:,} bytes, over the limit"):
+        download(client, job, tmp_path / "export", max_part_bytes=length - 1)
+    assert not list((tmp_path / "export").iterdir())  # nothing written
+    assert file_calls() == before + 1  # listed again, never downloaded
 
 
 # --- exported profile shapes ------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_object_storage_base_path(world, monkeypatch):
     file goes through Airflow's object storage, and the run is as complete as on local disk."""
     from airflow.sdk import ObjectStoragePath
     from airflow.sdk.io import attach
-    from audience_sync.storage import _safe
+    from audience_sync.storage import run_path
     from e2e_support import load_dag
     from fsspec.implementations.memory import MemoryFileSystem
 
@@ -146,7 +146,8 @@ def test_object_storage_base_path(world, monkeypatch):
     monkeypatch.setenv("AUDIENCE_SYNC_BASE_PATH", "memory://audience-sync-e2e")
     dag_run = load_dag().test()
     assert str(dag_run.state) == "success"
-    folder = ObjectStoragePath("memory://audience-sync-e2e") / "runs" / "hubspot_audience_sync" / _safe(dag_run.run_id)
+    folder = run_path("hubspot_audience_sync", dag_run.run_id)
+    assert folder.protocol == "memory"
     report = json.loads((folder / "report.json").read_text())
     assert report["contacts"]["created"] == len(world.contacts()) > 1000
     assert list((folder / "plan" / "send").iterdir())

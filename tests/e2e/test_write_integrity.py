@@ -127,14 +127,7 @@ def test_a_value_removed_in_aep_is_cleared_and_full_refresh_resends_the_clear(wo
     assert write_requests(world.hubspot_requests(since))
 
 
-MERGED_NEEDS_READ = pytest.mark.xfail(
-    strict=True,
-    reason="the sandbox's default merged_email_lookup=primary resolves the merged-away email to the contact it was "
-    "merged into, so the exit lands there; fixed by upsert.py's read-by-email before an update (onehome branch)",
-)
-
-
-@pytest.mark.parametrize("how", ["deleted", pytest.param("merged", marks=MERGED_NEEDS_READ)])
+@pytest.mark.parametrize("how", ["deleted", "merged"])
 def test_a_leaver_gone_from_hubspot_is_never_recreated_and_counts_as_gone(world, how):
     """It left every audience in AEP, and HubSpot deleted it (DELETE, e.g. a GDPR request) or merged it into
     another contact: its exit is an update that finds nothing, it leaves the snapshot, validation passes."""

@@ -59,6 +59,13 @@ def test_bad_settings_are_named(tmp_path, overrides, message):
         ingest.load_ingest_config(write_config(tmp_path, **overrides))
 
 
+def test_a_setting_given_twice_is_refused_not_overwritten(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + "name_prefix: one\nname_prefix: two\n")
+    with pytest.raises(ConfigurationError, match=r"(?s)cannot read the ingest configuration .*duplicate key .name_prefix."):
+        ingest.load_ingest_config(path)
+
+
 def test_bad_mapping_rows_are_named(tmp_path):
     twice = [{"source": "A", "destination": "x.y"}, {"source": "B", "destination": "x.y"}]
     with pytest.raises(ConfigurationError, match=r"objects.Hubspot.Contacts\[1\]: XDM field 'x.y' is mapped twice"):

@@ -89,6 +89,7 @@ def test_dirty_profiles_are_mapped_or_rejected_with_a_reason(tmp_path, mapping):
         "rejected": 6,
         "rejected_by_category": {"INVALID_EMAIL": 1, "INVALID_STATUS": 1, "MISSING_EMAIL": 3, "VALUE_TOO_LONG": 1},
         "deduplicated": 0,
+        "merged": 0,
     }
     assert sorted(mapped.index) == ["p01", "p02", "p03", "p04", "p07", "p09", "p10", "p12"]
     assert value(mapped, "p01", "email") == "alice@example.com"  # trimmed, lowercased
@@ -421,3 +422,36 @@ def test_a_blocked_identity_namespace_is_blocked_in_any_case(tmp_path):
     path.write_text("fields:\n  - {source: identityMap.EMAIL, target: email}\n"
                     "governance:\n  blocked_fields: [identityMap.ECID, person.birthDate]\n")
     assert load_mapping(path).email.source == "identityMap.EMAIL"
+
+
+def test_a_profile_split_over_rows_is_merged_into_one_contact(tmp_path, mapping):
+    """File-based exports write one file per audience, so one profile comes as several rows: one contact,
+    values from the winning row (latest qualification), statuses the union with the winning row's first.
+    Another profile with the same email stays a DUPLICATE_EMAIL reject."""
+    email = [("ada@example.com", True)]
+    parts = [
+        write_part(tmp_path / "part-0.parquet", [
+            profile("p1", emails=email, first="Old", audiences={"seg-gold": ("existing", 2)}),
+            profile("p2", emails=[("bo@example.com", True)], first="Bo", audiences={"seg-gold": ("realized", 1)}),
+        ]),
+        write_part(tmp_path / "part-1.parquet", [
+            profile("p1", emails=email, first="Ada", audiences={"seg-churn": ("realized", 9)}),
+            profile("p9", emails=email, first="Other", audiences={"seg-gold": ("exited", 3)}),
+        ]),
+        write_part(tmp_path / "part-2.parquet", [
+            profile("p1", emails=email, first="Older", audiences={"seg-gold": ("exited", 1), "seg-churn": ("exited", 1)}),
+            profile("p3", emails=[("bo@example.com", False)], first="Bob", audiences={"seg-churn": ("exited", 0)}),
+        ]),
+    ]
+    fast = map_export(parts, mapping, AUDIENCES, str(tmp_path / "fast"), chunk_rows=2, read_batch_rows=1)
+    slow = map_export_baseline(parts, mapping, AUDIENCES, str(tmp_path / "slow"))
+    assert fast.counts == slow.counts
+    assert fast.counts["merged"] == 2 and fast.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 2}
+    fast_mapped, fast_rejects = canonical(fast)
+    slow_mapped, slow_rejects = canonical(slow)
+    pd.testing.assert_frame_equal(fast_mapped, slow_mapped)
+    pd.testing.assert_frame_equal(fast_rejects, slow_rejects)
+    ada = fast_mapped.set_index("email").loc["ada@example.com"]
+    # winner: part-1's row (qualified on day 9); gold from the next row in dedup order (day 2: existing)
+    assert (ada["firstname"], ada["aep_churn"], ada["aep_gold"], ada["_profile_id"]) == ("Ada", "realized", "existing", "p1")
+    assert sorted(fast_rejects["record_id"]) == ["p3", "p9"]

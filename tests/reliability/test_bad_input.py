@@ -254,19 +254,15 @@ def map_split(tmp_path: Path) -> mapping.MapResult:
     return mapping.map_export([str(p) for p in parts], rules, SPLIT, str(tmp_path / "map"))
 
 
-def test_profile_split_across_per_audience_files_is_never_dropped_silently(tmp_path):
-    """Today the later file's row wins and the other is a DUPLICATE_EMAIL reject naming the winner."""
-    result = map_split(tmp_path)
-    assert result.counts["rejected_by_category"] == {"DUPLICATE_EMAIL": 1}
-    (reject,) = pq.read_table(result.rejects_path).to_pylist()
-    assert reject["record_id"] == "p1" and "wins" in reject["reason"]
-
-
-@pytest.mark.xfail(strict=True, reason="merging a profile's memberships across rows belongs to mapping's dedup")
 def test_profile_split_across_per_audience_files_keeps_both_memberships(tmp_path):
+    """One profile (same _id and email) in two per-audience files: one contact with both statuses, the
+    other row merged (counted, never a reject and never dropped silently)."""
     result = map_split(tmp_path)
     (row,) = pq.read_table(result.mapped_paths[0]).to_pylist()
     assert (row["aep_gold_members"], row["aep_churn_risk"]) == ("realized", "realized")
+    assert (row["email"], row["firstname"], row["_profile_id"]) == ("ada@example.com", "Ada", "p1")
+    assert result.counts["merged"] == 1 and result.counts["rejected"] == 0 and result.counts["valid"] == 1
+    assert pq.read_table(result.rejects_path).num_rows == 0
 
 
 def test_contacts_deleted_or_merged_in_hubspot_leave_the_snapshot(tmp_path):

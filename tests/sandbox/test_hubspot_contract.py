@@ -820,11 +820,16 @@ def test_merge_makes_a_new_record_and_keeps_the_other_email_as_additional(hs, ap
     assert [c["id"] for c in contacts(hs)] == [merged["id"]]
     inputs = [update_input("b@example.com", "t1", lastname="C")]
     update = api("POST", objects("2026-03") + "/batch/update", json={"inputs": inputs})
+    read_body = {"idProperty": "email", "inputs": [{"id": "b@example.com"}], "properties": ["email"]}
+    read = api("POST", objects("2026-03") + "/batch/read", json=read_body)
     if lookup == "primary":
         assert update.status_code == 200 and update.json()["results"][0]["id"] == merged["id"]
         assert contacts(hs)[0]["properties"]["lastname"] == "C"
+        # a read finds the merged record too: its primary email tells the address was merged away
+        assert read.status_code == 200 and read.json()["results"][0]["properties"]["email"] == "a@example.com"
     else:
         assert update.status_code == 207 and update.json()["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+        assert read.status_code == 207 and read.json()["errors"][0]["context"]["ids"] == ["b@example.com"]
     # an upsert of the merged-away email never makes a second contact
     [upserted] = api.upsert("2026-03", [upsert_input("b@example.com", "t2", city="Oslo")]).json()["results"]
     assert upserted["id"] == merged["id"] and len(contacts(hs)) == 1

@@ -52,11 +52,12 @@ def test_triggered_run_syncs_hubspot_under_the_real_scheduler(tmp_path, monkeypa
         export_log = api.task_log(DAG_ID, run_id, "export_audiences")
         assert "Started AEP export job" in export_log
         upsert_log = api.task_log(DAG_ID, run_id, "upsert_contacts", map_index=0)
-        done = re.search(r"upsert \S+ done: (\d+) records, (\d+) created, 0 updated, 0 rejected", upsert_log)
+        done = re.search(r"upsert \S+ done: (\d+) records, (\d+) created, 0 updated, 0 gone in HubSpot, 0 rejected",
+                         upsert_log)
         assert done, upsert_log[-2000:]
         assert re.search(r"upsert \S+: \d+/\d+ records \(100%\)", upsert_log)
         report_log = api.task_log(DAG_ID, run_id, "run_report")
-        assert "run report (" in report_log and "## Summary" in report_log
+        assert "run report (" in report_log and "## Contacts" in report_log
 
         report = world.run_folder(run_id) / "report.json"
         assert as_path(api.xcom(DAG_ID, run_id, "run_report")["report"]).path == str(report)
@@ -65,7 +66,7 @@ def test_triggered_run_syncs_hubspot_under_the_real_scheduler(tmp_path, monkeypa
         contacts = world.contacts()
         assert len(contacts) == summary["profiles"]["valid"] == summary["contacts"]["created"] > 100
         assert int(done.group(2)) == len(contacts)
-        assert f"| contacts created | {len(contacts)} |" in report_log
+        assert f"| created in HubSpot | {len(contacts)} |" in report_log
     finally:
         stack.stop()
         world.stop()

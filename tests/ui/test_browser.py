@@ -134,7 +134,8 @@ def test_report_page_in_a_real_browser(airflow_db, tmp_path, monkeypatch):
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT))
 
-                rejects = report["profiles"]["rejected"]
+                profiles = report["profiles"]  # the rejects files: map rejects, deduplicated profiles, HubSpot's
+                rejects = profiles["rejected"] + profiles["deduplicated"] + (report["contacts"]["rejected"] or 0)
                 with page.expect_download() as download:
                     frame.locator('[data-key="rejects.download"]').click()
                 csv_text = Path(download.value.path()).read_text()

@@ -20,6 +20,7 @@ EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 def sample_report(run_id: str = RUN, dry_run: bool = False, rate: float | None = 812.5) -> dict:
+    sent = "would_send" if dry_run else "sent"  # as report.build_report names the column
     return {
         "title": "AEP → HubSpot audience sync",
         "dag_id": DAG,
@@ -27,15 +28,22 @@ def sample_report(run_id: str = RUN, dry_run: bool = False, rate: float | None =
         "dry_run": dry_run,
         "full_refresh": False,
         "audience_ids": {"aud-1": "VIP <b>buyers</b>"},
-        "profiles": {"exported": 1000, "valid": 950, "deduplicated": 20, "rejected": 50},
+        "profiles": {"exported": 1000, "deduplicated": 20, "rejected": 30, "valid": 950},
         "rejected_by_reason": [
             {"stage": "map", "category": "INVALID_EMAIL", "count": 30},
             {"stage": "upsert", "category": "INVALID_PROPERTY_VALUE", "count": 20},
         ],
-        "contacts": {"to_send": 940, "created": 900, "updated": 40, "unchanged": 10, "exited": 5, "skipped": 0},
+        "contacts": {
+            "to_send": 940, "new": 900, "changed": 35, "exited": 5, "resent": 0, "unchanged": 10, "skipped": 0,
+            "created": 900, "updated": 20, "rejected": 20, "gone": 0,
+        },
         "audiences": [
-            {"property": "aud_vip", "status": "realized", "sent": 940, "expected": 940, "found": 940, "match": "yes"},
-            {"property": "aud_vip", "status": "exited", "sent": 5, "expected": 5, "found": 4, "match": "NO"},
+            {"property": "aud_vip", "status": "realized", sent: 940, "expected": 940, "found": 940, "match": "yes"},
+            {"property": "aud_vip", "status": "exited", sent: 5, "expected": 5, "found": 4, "match": "NO"},
+        ],
+        "upsert_chunks": [] if dry_run else [
+            {"started_at": 100.0, "finished_at": 101.0, "sent": 500},
+            {"started_at": 100.2, "finished_at": 101.2, "sent": 460},
         ],
         "steps": [{"step": "map", "duration_s": 1.5}, {"step": "upsert", "duration_s": 1.2}],
         "total_duration_s": 2.7,
@@ -81,6 +89,10 @@ def test_run_page_shows_every_number_of_the_report():
     assert '<td class="bad">NO</td>' in html
     assert "VIP &lt;b&gt;buyers&lt;/b&gt;" in html  # escaped, never markup
     assert 'data-chart="upsert rate per run"' in html and "<polyline" in html
+    during = re.search(r'<svg[^>]*data-chart="upsert rate during this run".*?</svg>', html).group(0)
+    assert during.count("<circle") == 20
+    assert cells["profiles.explained"].startswith("1000 profiles exported")
+    assert "20 were deduplicated" in cells["profiles.explained"] and "30 rejected" in cells["profiles.explained"]
     assert "DRY RUN" not in html and "rejects.download" not in cells
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from outside
 
@@ -96,9 +108,25 @@ def test_dry_run_page_says_so_and_shows_the_plan():
     )
     cells = Cells(html).cells
     assert "DRY RUN" in cells["run.dry_run"]
-    assert "Plan (what a real run would send)" in html
-    assert cells["audiences.0.to_send"] == "940"
-    assert "upsert rate per run: no data yet" in html
+    assert "Plan (what a real run would send)" in html and "<th>would send</th>" in html
+    assert cells["audiences.0.would_send"] == "940"
+    assert "upsert rate per run: no data yet" in html and "upsert rate during this run: no data yet" in html
+    older = sample_report(dry_run=True) | {"audiences": sample_report()["audiences"]}  # column still named "sent"
+    html = render.run_page(older, rejects_sample=[], rejects_total=0, download_href=None, trend=[], dag_href="/d")
+    assert Cells(html).cells["audiences.0.would_send"] == "940"
+
+
+def test_upsert_rate_during_a_run_adds_up_the_tasks_running_at_once():
+    chunks = [
+        {"started_at": 1000.0, "finished_at": 1010.0, "sent": 100},  # 10/s over the whole upsert
+        {"started_at": 1005.0, "finished_at": 1010.0, "sent": 100},  # 20/s in its second half
+    ]
+    assert render.rate_over_time(chunks, bins=2) == [("+2.5 s", 10.0), ("+7.5 s", 30.0)]
+    points = render.rate_over_time(chunks)
+    assert len(points) == 20 and sum(rate for _, rate in points) * 0.5 == 200  # every record counted once
+    instant = [{"started_at": 5.0, "finished_at": 5.0, "sent": 7}, {"started_at": 4.0, "finished_at": 6.0, "sent": 2}]
+    assert render.rate_over_time(instant, bins=2) == [("+0.5 s", 1.0), ("+1.5 s", 8.0)]
+    assert render.rate_over_time([]) == []
 
 
 def test_dag_page_lists_runs_newest_first_with_links_and_charts():
@@ -183,6 +211,9 @@ def test_rejects_are_read_without_any_email(run_dir):
     assert not EMAIL.search(text) and "@" not in text
     assert reports.recent_reports(DAG)[0]["run_id"] == RUN
     assert reports.load_report(DAG, "no-such-run") is None
+    assert reports.reject_files(DAG, "no:such+run") == []
+    assert not storage.run_path(DAG, "no:such+run").exists()  # reading never creates a run folder
+    assert reports.download_name(DAG, RUN) == "manual__2026-12-01T10_00_00_00_00-rejects.csv"
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ Data Access downloads. Paths are relative to the connection's Platform base URL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -12,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_sync import storage
+from audience_sync.config import check_input_size
 from audience_sync.errors import ConfigurationError, InputError, TransientError
 from audience_sync.constants import AUDIENCE_STATUSES
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.base import ApiError
 from audience_sync.mapping import AUDIENCE_NAMESPACE
+from audience_sync.source_files import PART_NAME
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +198,6 @@ class AepClient:
         files = self.hook.paginate(f"{DATA_ACCESS}/batches/{batch_id}/files", ("data",), {"start": 0, "limit": 100})
         return [f["dataSetFileId"] for f in files]
 
-    def list_file_parts(self, file_id: str) -> list[dict[str, Any]]:
-        """Superseded by ``iter_export_parts`` (which follows directories); kept until the export operator
-        calls that instead."""
-        return [{"name": name, "length": length} for _, name, length in self._file_parts(file_id, (file_id,), 1)]
-
     def iter_export_parts(self, batch_id: str, max_depth: int = MAX_DIRECTORY_DEPTH) -> Iterator[tuple[str, str, int]]:
         """Every downloadable part of a batch as ``(file_id, name, length)``, in listing order.
 
@@ -236,11 +234,9 @@ class AepClient:
         """Stream ``GET /files/{id}?path=<name>`` ("Data Access API guide": the file's bytes) to a local or
         object-storage path chunk by chunk, under a temporary name renamed only once its size matches the
         reported length. A broken transfer leaves nothing behind: the task's retry downloads again."""
-        destination = storage.as_path(destination)
-        tmp = destination.parent / f".{destination.name}.tmp"
         response = self.hook.request("GET", f"{DATA_ACCESS}/files/{file_id}", params={"path": name}, stream=True)
         written = 0
-        try:
+        with contextlib.closing(response), storage.atomic_path(storage.as_path(destination)) as tmp:
             with tmp.open("wb") as handle:
                 for chunk in response.iter_content(CHUNK_SIZE):
                     handle.write(chunk)
@@ -249,19 +245,17 @@ class AepClient:
                 raise DownloadSizeMismatch(
                     f"AEP file {file_id} part {name!r}: wrote {written} bytes, Data Access reported {expected_length}"
                 )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            response.close()
-        tmp.rename(destination)
         return written
 
-
-    def download_export(self, job: dict[str, Any], folder, part_name: str = "part-{:05d}.parquet") -> ExportDownload:
+    def download_export(
+        self, job: dict[str, Any], folder, max_part_bytes: int, part_name: str = PART_NAME
+    ) -> ExportDownload:
         """Every Parquet part of a SUCCEEDED job's batch into ``folder`` (directories followed), rows counted
-        from the footers and checked against the job's profile counter before anything downstream runs.
-        A part that is not Parquet is logged and left out; the count check then fails the run if it held rows."""
+        from the footers and checked against the job's profile counter before anything downstream runs
+        (no part at all against a non-zero counter fails too). A part whose reported length exceeds
+        ``max_part_bytes`` (setting ``max_input_bytes``) fails before it is downloaded; ``download_part``
+        holds the bytes written to that length. A part that is not Parquet is logged and left out; the
+        count check then fails the run if it held rows."""
         batch_id = (job.get("destination") or {}).get("batchId")
         if not batch_id:
             raise InputError(f"AEP export job {job.get('id')} has no destination.batchId to download")
@@ -271,6 +265,7 @@ class AepClient:
             if not name.lower().endswith(".parquet"):
                 log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, name)
                 continue
+            check_input_size(f"AEP file {file_id} part {name!r}", length, max_part_bytes)
             path = folder / part_name.format(len(download.paths))
             download.bytes += self.download_part(file_id, name, path, length)
             download.rows += parquet_footer(path)[1]

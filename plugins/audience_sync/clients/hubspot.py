@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,6 @@ from audience_sync.hooks.hubspot import HubSpotHook
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100  # "Upsert contacts" / "Update contacts": at most 100 inputs per batch
 # Error codes that condemn every input carrying the named property, whatever its value.
 PROPERTY_LEVEL_CODES = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE", "PROPERTY_NOT_FOUND"})
 # Value-level codes whose message starts with the refused value ("x was not one of the allowed options",
@@ -48,6 +47,15 @@ class UpsertAnswer:
     written: dict[int, Written]
     rejected: dict[int, Reject]
     gone: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class EmailLookup:
+    """What a read by email found (lowercased): each returned contact's primary email, and the requested
+    emails the answer names as not found."""
+
+    primaries: frozenset[str]
+    not_found: frozenset[str]
 
 
 class BatchRejected(ApiError):
@@ -134,12 +142,20 @@ class HubSpotClient:
             raise
         return read_upsert_answer(body or {}, inputs, "email")
 
-    def batch_read(
-        self, ids: Iterable[str], properties: Sequence[str] = (), id_property: str = "email"
-    ) -> list[dict[str, Any]]:
-        body = {"idProperty": id_property, "inputs": [{"id": i} for i in ids], "properties": list(properties)}
-        answer = self.hook.request_json("POST", self.hook.path("crm/objects", "contacts/batch/read"), json=body)
-        return answer.get("results", [])
+    def lookup_emails(self, emails: Sequence[str]) -> EmailLookup:
+        """``batch/read`` by email with ``properties`` email ("Read a batch of contacts": idProperty, inputs,
+        properties; a 207 lists the ids it has no contact for in an OBJECT_NOT_FOUND error's ``context.ids``).
+        Results carry no input reference, so they are told apart by their primary ``email`` only."""
+        body = {"idProperty": "email", "inputs": [{"id": e} for e in emails], "properties": ["email"]}
+        answer = self.hook.request_json("POST", self.hook.path("crm/objects", "contacts/batch/read"), json=body) or {}
+        not_found = [e for e in answer.get("errors") or [] if isinstance(e, dict) and is_not_found(e)]
+        named = attribute_errors(not_found, [{"id": e, "properties": {}} for e in emails])
+        return EmailLookup(
+            frozenset(
+                str((r.get("properties") or {}).get("email") or "").strip().lower() for r in answer.get("results") or []
+            ),
+            frozenset(emails[i].strip().lower() for i in named),
+        )
 
     def search_count(self, filters: list[dict[str, Any]]) -> int:
         """Contacts matching all ``filters``: one search with ``limit`` 1, reading ``total``

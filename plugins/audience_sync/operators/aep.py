@@ -13,7 +13,7 @@ from airflow.sdk.log import mask_secret
 
 from audience_sync import file_exports, source_files, storage
 from audience_sync.clients.aep import HUBSPOT_CONNECTION_SPEC_ID, AepClient, parquet_footer
-from audience_sync.config import FLOW_SERVICE_MODES, load_sync_config
+from audience_sync.config import FLOW_SERVICE_MODES, load_sync_config, resolve_within_roots
 from audience_sync.constants import ExportJobStatus
 from audience_sync.contracts import Audience, ExportResult
 from audience_sync.errors import ConfigurationError, PermanentError
@@ -241,10 +241,11 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
 
     # --- entry points -----------------------------------------------------------------------------
     def execute(self, context) -> dict[str, Any]:
+        source = self._source()  # a path outside the allowed roots fails before any call
         self._resolved = self.client.resolve_audiences(rendered_list(self.audiences))
         self.log.info("Exporting %d audience(s): %s", len(self._resolved), ", ".join(a["name"] for a in self._resolved))
-        if rendered_optional(self.source_files):
-            return self._convert_files()
+        if source:
+            return self._convert_files(source)
         return self.execute_resumable(context)
 
     def execute_complete(
@@ -279,7 +280,7 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
                 "an AEP export needs export_dataset_id and merge_policy_id: pass them to the task or set them "
                 f"as extras of the Airflow connection {self.aep_conn_id!r}"
             )
-        body = AepClient.export_job_body([a["id"] for a in self._resolved], dataset_id, merge_policy_id)
+        body = AepClient.export_job_body(self._resolved, dataset_id, merge_policy_id)  # each in its namespace
         job = self.client.create_export_job(body)
         self.job_id = job["id"]
         self.log.info("Started AEP export job %s (status %s)", job["id"], job.get("status"))
@@ -346,40 +347,45 @@ class ExportAudiencesOperator(ResumableJobMixin, BaseOperator):
         return folder
 
     def _download(self, job: dict[str, Any]) -> dict[str, Any]:
-        destination = job.get("destination") or {}
-        batch_id = destination.get("batchId")
-        if not batch_id:
-            raise AepExportFailed(f"AEP export job {job['id']} SUCCEEDED without destination.batchId")
-        folder = self._output()
-        paths, rows, size, started = [], 0, 0, time.monotonic()
-        for file_id in self.client.list_batch_files(batch_id):
-            for part in self.client.list_file_parts(file_id):
-                if not part["name"].endswith(".parquet"):
-                    self.log.warning("AEP file %s: skipped part %r, not a Parquet file", file_id, part["name"])
-                    continue
-                path = folder / source_files.PART_NAME.format(len(paths))
-                size += self.client.download_part(file_id, part["name"], path, part["length"])
-                schema, count = parquet_footer(path)
-                if not schema.equals(file_exports.EXPORT_SCHEMA):  # e.g. another timestamp unit
-                    table = file_exports.to_export_schema(storage.read_table(path), str(path))
-                    storage.write_parquet(table, path)
-                rows += count
-                paths.append(str(path))
+        """Every part of the job's batch (``AepClient.download_export``: nested directories followed, each
+        part's reported size capped by ``max_input_bytes``, rows checked against the job's profile counter,
+        so an export that lost parts fails here, before anything is mapped or written), then parts in
+        another Parquet flavour (e.g. another timestamp unit) rewritten in the export schema."""
+        started = time.monotonic()
+        download = self.client.download_export(job, self._output(), load_sync_config().max_input_bytes)
+        for path in download.paths:
+            if not parquet_footer(path)[0].equals(file_exports.EXPORT_SCHEMA):
+                storage.write_parquet(file_exports.to_export_schema(storage.read_table(path), path), path)
         elapsed = max(time.monotonic() - started, 1e-9)
         self.log.info(
             "AEP export job %s: %d profiles in %d part(s), %.1f MB in %.1f s (%.0f rows/s)",
-            job["id"], rows, len(paths), size / 1e6, elapsed, rows / elapsed,
+            job["id"], download.rows, len(download.paths), download.bytes / 1e6, elapsed, download.rows / elapsed,
         )
-        return self._result(paths, rows, job["id"])
+        return self._result(download.paths, download.rows, job["id"])
 
-    def _convert_files(self) -> dict[str, Any]:
-        converted = source_files.convert(rendered_optional(self.source_files), self._output())
+    def _source(self) -> str | None:
+        """The ``source_files`` param inside the configured roots (``allowed_roots``), or None for an API export."""
+        source = rendered_optional(self.source_files)
+        if not source:
+            return None
+        return resolve_within_roots(source, load_sync_config().roots(str(storage.base_path())))
+
+    def _convert_files(self, source: str) -> dict[str, Any]:
+        """A requested audience without a single member in the files fails the task: the files were
+        exported for other audiences, and treating it as empty would mark all its members exited."""
+        converted = source_files.convert(source, self._output(), load_sync_config().max_input_bytes)
         self.log.info("Converted %d file-based export file(s) into %d profiles", len(converted.paths), converted.rows)
-        for audience in self._resolved:
-            if audience["id"] not in converted.audience_ids:
-                self.log.warning("Audience %r (%s) has no member in the files", audience["name"], audience["id"])
+        file_exports.check_audiences_found(set(converted.audience_ids), self._resolved)
         return self._result(list(converted.paths), converted.rows, None)
 
     def _result(self, paths: list[str], rows: int, job_id: Any) -> dict[str, Any]:
-        audiences = tuple(Audience(a["id"], a["name"]) for a in self._resolved)
+        audiences = tuple(Audience(a["id"], a["name"], a.get("namespace")) for a in self._resolved)
         return ExportResult(tuple(paths), rows, audiences, job_id).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the AEP audiences and export dataset (or source files) read, the export folder written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.export_lineage(
+            task_instance.xcom_pull(task_ids=self.task_id), self.hook.settings, str(self.output_dir),
+            rendered_optional(self.export_dataset_id), rendered_optional(self.source_files),
+        ).operator_lineage()

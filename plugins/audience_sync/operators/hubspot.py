@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -18,8 +17,9 @@ from audience_sync.contracts import UpsertSummary, ValidationResult, ValidationR
 from audience_sync.errors import PermanentError
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.naming import DEFAULT_PREFIX, audience_property_names
+from audience_sync.operators.sync import record_property_names
 from audience_sync.properties import DEFAULT_GROUP, DEFAULT_GROUP_LABEL, PropertySetupError, reconcile
-from audience_sync.upsert import upsert_file
+from audience_sync.upsert import requests_needed, upsert_file
 from audience_sync.validation import all_ok, compare_counts, format_table
 
 __all__ = [
@@ -60,8 +60,11 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
 
     Checks every target property first and fails, naming the missing ones, before any write; then writes
     what :func:`audience_sync.properties.reconcile` says is missing (group, properties, options, labels).
+    Run as a DAG's task, it then records the names in the DAG's property registry
+    (``operators.sync.record_property_names``): an audience renamed in AEP keeps its property.
 
-    :param audiences: ``[{id, name}]`` of the run (a list, or its JSON text).
+    :param audiences: ``[{id, name, property?}]`` of the run (a list, or its JSON text); ``property`` is
+        the name map_contacts gave the audience, else one is derived from the audience's name.
     :param target_properties: the HubSpot properties the mapping writes.
     :param prefix: the audience property name prefix (``naming.audience_property_names``).
     :param group_name: the property group of the audience properties.
@@ -93,7 +96,8 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
 
     def execute(self, context: Any) -> dict[str, str]:
         audiences = _loaded(self.audiences)
-        names = audience_property_names(audiences, self.prefix)  # a name collision raises here
+        pinned = {a["id"]: a["property"] for a in audiences if a.get("property")}  # named by map_contacts
+        names = audience_property_names(audiences, self.prefix, pinned)  # a name collision raises here
         labels = {a["id"]: a["name"] for a in audiences}
         changes = reconcile(
             self.client.list_properties(),
@@ -111,7 +115,18 @@ class EnsureAudiencePropertiesOperator(_HubSpotOperator):
         for name, patch in changes.update:
             self.client.update_property(name, patch)
             self.log.info("updated HubSpot property %s: %s", name, ", ".join(sorted(patch)))
+        if context.get("dag") is not None:  # as a DAG's task: later runs keep these names (README)
+            record_property_names(context["dag"].dag_id, names)
         return names
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: HubSpot's contact properties (the audience ones and the mapping's targets) written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.properties_lineage(
+            lineage.hubspot_namespace(self.hook.connection.host, self.hook.connection.port),
+            task_instance.xcom_pull(task_ids=self.task_id),
+            _loaded(self.target_properties),
+        ).operator_lineage()
 
 
 class UpsertContactsOperator(_HubSpotOperator):
@@ -158,10 +173,18 @@ class UpsertContactsOperator(_HubSpotOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         batch_size = checked_batch_size(self.batch_size)
-        rows = storage.read_table(self.input_path, columns=["email"]).num_rows
-        self.client.check_daily_budget(math.ceil(rows / batch_size))
+        self.client.check_daily_budget(requests_needed(self.input_path, batch_size))
         summary = upsert_file(self.client, self.input_path, self.output_dir, batch_size, self.threads, self.progress_every_s)
         return UpsertSummary.from_xcom(summary).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the send chunk read; HubSpot's contacts and the chunk's rejects file written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.upsert_lineage(
+            self.input_path,
+            task_instance.xcom_pull(task_ids=self.task_id),
+            lineage.hubspot_namespace(self.hook.connection.host, self.hook.connection.port),
+        ).operator_lineage()
 
 
 class ValidateContactCountsOperator(_HubSpotOperator):

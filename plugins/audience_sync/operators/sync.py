@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow.compute as pc
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.task.trigger_rule import TriggerRule
 from airflow.sdk import BaseOperator, Context
@@ -23,7 +22,12 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_sync import incremental, mapping, naming, report, storage
 from audience_sync.alerts import FAILURE_RECORD
-from audience_sync.config import APPROVAL_MODES, expired_run_folders, load_sync_config
+from audience_sync.config import (
+    APPROVAL_MODES,
+    expired_run_folders,
+    load_sync_config,
+    resolve_within_roots,
+)
 from audience_sync.contracts import (
     Audience,
     CommitResult,
@@ -80,11 +84,40 @@ def mass_change_summary(plan: dict | None) -> str:
     )
 
 
+REGISTRY_NAME = "audience_properties.json"
+
+
+def read_property_registry(dag_id: str) -> dict[str, str]:
+    """{audience id: HubSpot property name} pinned by earlier runs (``incremental.read_registry``), from the
+    DAG's state folder on local or object storage; none yet: empty."""
+    path = storage.state_folder(dag_id) / REGISTRY_NAME
+    if not path.exists():
+        return {}
+    with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads:
+        return incremental.read_registry(storage.fetched([str(path)], downloads)[0])
+
+
+def record_property_names(dag_id: str, names: dict[str, str]) -> dict[str, str]:
+    """Pin this run's audience property names (``naming.merge_registry``: a registered audience keeps its
+    first name), so a rename in AEP changes the label only. Called once HubSpot holds the properties."""
+    registry = read_property_registry(dag_id)
+    merged = naming.merge_registry(registry, names)
+    if merged != registry:
+        with storage.staged_folder(storage.state_folder(dag_id)) as (work, _):
+            incremental.write_registry(os.path.join(work, REGISTRY_NAME), merged)
+    return merged
+
+
 class MapContactsOperator(BaseOperator):
     """Map the AEP export to HubSpot contacts (valid ones in ``map/mapped``, the rest in ``map/rejects``).
 
+    The mapping file must lie inside the sync config's ``allowed_roots``; the config's ``blocked_fields``
+    always apply. Audience property names come from the DAG's registry (``read_property_registry``) for
+    audiences synced before, from their current names otherwise; statuses are read in each audience's
+    own segmentMembership namespace.
+
     :param export: the export task's :class:`~audience_sync.contracts.ExportResult` (an XComArg).
-    :param mapping_path: the mapping file, relative to the project root or absolute.
+    :param mapping_path: the mapping file, relative to the project root or absolute, inside the allowed roots.
     :param property_prefix: the audience property name prefix.
     :param chunk_rows: rows per mapped Parquet file.
     :return: a :class:`~audience_sync.contracts.MapResult`, as a dict; each outlet's event names the files.
@@ -109,19 +142,23 @@ class MapContactsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         export = ExportResult.from_xcom(self.export)
-        contact_mapping = mapping.load_mapping(load_sync_config().resolve(self.mapping_path))
+        config = load_sync_config()
+        mapping_file = resolve_within_roots(self.mapping_path, config.roots(str(storage.base_path())))
         plain = [{"id": a.id, "name": a.name} for a in export.audiences]
-        properties = naming.audience_property_names(plain, self.property_prefix)
+        registry = read_property_registry(context["dag"].dag_id)
+        properties = naming.audience_property_names(plain, self.property_prefix, registry)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="audience-sync-in-") as downloads, storage.staged_folder(
             _run_dir(context)
         ) as (work, published):
+            contact_mapping = mapping.load_mapping(storage.fetched([mapping_file], downloads)[0], config.blocked_fields)
             mapped = mapping.map_export(
                 storage.fetched(list(export.paths), downloads),
                 contact_mapping,
                 properties,
                 out_dir=os.path.join(work, "map"),
                 chunk_rows=self.chunk_rows,
+                audience_namespaces={a.id: a.namespace for a in export.audiences if a.namespace},
             )
             mapped_paths = [published(p) for p in mapped.mapped_paths]
             rejects_path = published(mapped.rejects_path)
@@ -143,6 +180,11 @@ class MapContactsOperator(BaseOperator):
                 "valid_contacts": mapped.counts.get("valid", 0),
             }
         return result.to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the export read; the mapped contacts and the rejects file written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.map_lineage(self.export, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
 
 
 class PlanSyncOperator(BaseOperator):
@@ -207,7 +249,9 @@ class PlanSyncOperator(BaseOperator):
             run_dir
         ) as (work, published):
             local_mapped = storage.fetched(list(mapped.mapped_paths), downloads)
-            local_rejects, *local_previous = storage.fetched([mapped.rejects_path, *([previous] if previous else [])], downloads)
+            local_rejects, *local_previous = storage.fetched(
+                [mapped.rejects_path, *([previous] if previous else [])], downloads
+            )
             local_snapshot = local_previous[0] if local_previous else os.path.join(downloads, snapshot.name)
             version_record = snapshot.name + incremental.VERSION_SUFFIX
             storage.download_to(snapshot.parent / version_record, local_snapshot + incremental.VERSION_SUFFIX)
@@ -250,6 +294,14 @@ class PlanSyncOperator(BaseOperator):
             log.warning("mass-change guard (%s): %s", state, guard["blocked_because"])
         context["ti"].xcom_push(key=self.result_key, value=result.to_xcom())
         return [] if dry_run else list(send_paths)
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the mapped contacts, map rejects and last snapshot read; the send chunks and next
+        snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.plan_lineage(
+            self.mapped, task_instance.xcom_pull(task_ids=self.task_id, key=self.result_key)
+        ).operator_lineage()
 
 
 class StalePlanGuard:
@@ -393,6 +445,13 @@ class BuildSnapshotCandidateOperator(BaseOperator):
             candidate, expected_path, kept_out["upsert_rejected"], kept_out["gone_in_hubspot"], plan.snapshot_version
         ).to_xcom()
 
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the plan's snapshots and the upsert rejects read; the candidate and expected counts written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.candidate_lineage(
+            self.plan, _summaries(self.upsert_results), task_instance.xcom_pull(task_ids=self.task_id)
+        ).operator_lineage()
+
 
 class CommitSnapshotOperator(BaseOperator):
     """Commit the validated snapshot candidate: the next run diffs against it. The only writer of the
@@ -428,6 +487,11 @@ class CommitSnapshotOperator(BaseOperator):
         log.info("snapshot committed to %s (generation %s): the next run sends only what changes after this one",
                  snapshot, version.get("generation"))
         return CommitResult(str(snapshot), version).to_xcom()
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """OpenLineage: the snapshot candidate read, the snapshot written."""
+        from audience_sync import lineage  # the provider calls this; the module imports OpenLineage lazily
+        return lineage.commit_lineage(self.candidate, task_instance.xcom_pull(task_ids=self.task_id)).operator_lineage()
 
 
 def _modified(info: dict) -> float | None:
@@ -548,20 +612,27 @@ class RunReportOperator(BaseOperator):
                 "counts": plan.counts, "sent_by_audience": plan.sent_by_audience, "duration_s": plan.duration_s,
             }
         if upserts:
-            totals = upsert_totals(upserts)
-            stages["upsert"] = {"counts": totals, "duration_s": totals.get("wall_seconds", 0.0)}
+            totals = UpsertSummary.total(upserts)
+            stages["upsert"] = {
+                "counts": totals,
+                "duration_s": totals.get("wall_seconds", 0.0),
+                "chunks": [{"started_at": s.started_at, "finished_at": s.finished_at, "sent": s.sent} for s in upserts],
+            }
         if validation:
             stages["verify"] = {
                 "expected": validation.table("expected"),
                 "found": validation.table("found"),
                 "duration_s": durations.get(self.validate_task_id),
             }
-        document = report.build_report(stages)
+        params = context["params"]  # the mode when the plan did not run (a run that failed before it)
+        document = report.build_report(
+            stages,
+            dry_run=plan.dry_run if plan else rendered_bool(params.get("dry_run", False)),
+            full_refresh=plan.full_refresh if plan else rendered_bool(params.get("full_refresh", False)),
+        )
         document.update(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
-            dry_run=plan.dry_run if plan else None,
-            full_refresh=plan.full_refresh if plan else None,
             mass_change_guard=plan.guard if plan else None,  # the guard's numbers, dry runs included
             audience_ids={a.id: a.name for a in export.audiences} if export else {},
             export_job_id=export.job_id if export else None,
@@ -571,23 +642,9 @@ class RunReportOperator(BaseOperator):
         json_path = storage.write_json(document, run_dir / "report.json")
         markdown = report.render_markdown(document)
         md_path = storage.write_bytes_atomically(markdown.encode(), run_dir / "report.md")
-        log.info("run report (%s):\n%s", md_path, markdown)
+        kind = "DRY RUN report (nothing was sent to HubSpot)" if document["dry_run"] else "run report"
+        log.info("%s (%s):\n%s", kind, md_path, markdown)
         return ReportResult(json_path, md_path).to_xcom()
-
-
-def upsert_totals(summaries: list[UpsertSummary]) -> dict[str, Any]:
-    """The report's upsert counts: summed over the chunks, HubSpot's rejects by category included."""
-    return UpsertSummary.total([_with_categories(s) for s in summaries])
-
-
-def _with_categories(summary: UpsertSummary) -> UpsertSummary:
-    """Rejects by category from the chunk's rejects file when the summary does not carry them yet (until
-    upsert.py adds ``rejected_by_category``, SHARED_CONTRACTS item 3): HubSpot's rejects reach the report."""
-    if summary.rejected_by_category or not summary.rejected:
-        return summary
-    categories = storage.read_table(summary.rejects_path, columns=["category"]).column("category")
-    counted = {c["values"]: c["counts"] for c in pc.value_counts(categories.fill_null("UNKNOWN")).to_pylist()}
-    return UpsertSummary.from_xcom({**summary.to_xcom(), "rejected_by_category": counted})
 
 
 def _task_durations(context: Context) -> dict[str, float]:

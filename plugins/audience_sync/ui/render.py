@@ -11,8 +11,13 @@ from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 
-CONTACT_ORDER = ("to_send", "created", "updated", "unchanged", "exited", "cleared", "skipped")
-PROFILE_ORDER = ("exported", "valid", "deduplicated", "rejected")
+from audience_sync.report import profiles_explained
+
+CONTACT_ORDER = (
+    "to_send", "new", "changed", "exited", "resent", "unchanged", "cleared", "skipped",
+    "created", "updated", "rejected", "gone",
+)
+PROFILE_ORDER = ("exported", "merged", "deduplicated", "rejected", "valid")  # exported = merged + deduplicated + rejected + valid
 REJECT_COLUMNS = ("stage", "record_id", "field", "category", "reason")
 
 STYLE = """
@@ -150,6 +155,28 @@ def run_label(run_id: Any) -> str:
     return text.split("__", 1)[-1][:16]
 
 
+def rate_over_time(chunks: list[dict[str, Any]], bins: int = 20) -> list[tuple[str, float]]:
+    """Records per second during the run's upsert (report.json ``upsert_chunks``), in ``bins`` equal slices
+    of its wall time, labelled by their middle (seconds from the first start). Each upsert task's records
+    are spread evenly over its own start → finish; tasks running at once add up."""
+    if not chunks:
+        return []
+    start = min(c["started_at"] for c in chunks)
+    width = (max(c["finished_at"] for c in chunks) - start) / bins
+    if width <= 0:
+        return []
+    sent = [0.0] * bins
+    for chunk in chunks:
+        began, ended = chunk["started_at"], chunk["finished_at"]
+        for i in range(bins):
+            low, high = start + i * width, start + (i + 1) * width
+            if ended > began:
+                sent[i] += chunk["sent"] * max(0.0, min(ended, high) - max(began, low)) / (ended - began)
+            elif low <= began < high or (i == bins - 1 and began >= high):  # a chunk with no duration
+                sent[i] += chunk["sent"]
+    return [(f"+{(i + 0.5) * width:.1f} s", round(value / width, 1)) for i, value in enumerate(sent)]
+
+
 def _rate_chart(trend: list[dict[str, Any]]) -> str:
     """Oldest run first; dry runs send nothing, so they are gaps in the rate, not zeros."""
     points = [
@@ -189,10 +216,10 @@ def run_page(
     audiences = report.get("audience_ids") or {}
     audience_list = ", ".join(f"{escape(str(name))} ({escape(str(aid))})" for aid, name in audiences.items())
     contacts_title = "Plan (what a real run would send)" if dry_run else "Contacts"
-    audience_rows = report.get("audiences") or []
-    sent_label = "to_send" if dry_run else "sent"  # a dry run sent nothing: its column is the plan
-    if dry_run:
-        audience_rows = [{**row, "to_send": row.get("sent")} for row in audience_rows]
+    sent_label = "would_send" if dry_run else "sent"  # a dry run sent nothing: its column is the plan
+    # reports written before the column was named for the mode call it "sent"
+    audience_rows = [{**row, sent_label: row.get(sent_label, row.get("sent"))} for row in report.get("audiences") or []]
+    explained = profiles_explained(report.get("profiles") or {})
     download = (
         f'<p><a data-key="rejects.download" href="{escape(download_href)}">'
         f"Download the {rejects_total} rejects (CSV, email addresses removed)</a></p>"
@@ -202,6 +229,7 @@ def run_page(
     sections = [
         head,
         f'<p class="meta">Audiences: {audience_list or "-"}</p>' if audiences else "",
+        f'<p class="meta" data-key="profiles.explained">{escape(explained)}</p>' if explained else "",
         '<div class="grid"><div><h2>Profiles</h2>',
         metric_table("profiles", report.get("profiles") or {}, PROFILE_ORDER),
         f"</div><div><h2>{contacts_title}</h2>",
@@ -220,6 +248,8 @@ def run_page(
             ("property", "status", sent_label, "expected", "found", "match"),
             (sent_label, "expected", "found"),
         ),
+        "<h2>Upsert rate during this run</h2>",
+        line_chart(rate_over_time(report.get("upsert_chunks") or []), "upsert rate during this run", "records/s"),
         "<h2>Upsert rate over the last runs</h2>",
         _rate_chart(trend),
         f"<h2>Sample of rejects ({len(rejects_sample)} of {rejects_total})</h2>",

@@ -25,27 +25,18 @@ def mask_emails(value: Any) -> Any:
     return EMAIL_LIKE.sub(MASK, value) if isinstance(value, str) else value
 
 
-def runs_folder(dag_id: str) -> storage.ObjectStoragePath:
-    """``<base>/runs/<dag_id>``, as storage.run_folder names it, without creating anything."""
-    return storage.base_path() / "runs" / storage._safe(dag_id)
-
-
-def run_folder(dag_id: str, run_id: str) -> storage.ObjectStoragePath:
-    return runs_folder(dag_id) / storage._safe(run_id)
-
-
-def download_name(run_id: str) -> str:
-    return f"{storage._safe(run_id)}-rejects.csv"
+def download_name(dag_id: str, run_id: str) -> str:
+    return f"{storage.run_path(dag_id, run_id).name}-rejects.csv"
 
 
 def load_report(dag_id: str, run_id: str) -> dict[str, Any] | None:
-    path = run_folder(dag_id, run_id) / "report.json"
+    path = storage.run_path(dag_id, run_id) / "report.json"
     return storage.read_json(path) if path.exists() else None
 
 
 def recent_reports(dag_id: str, limit: int = 30) -> list[dict[str, Any]]:
     """The reports of the DAG's last ``limit`` runs that wrote one, newest first (by file time)."""
-    folder = runs_folder(dag_id)
+    folder = storage.runs_path(dag_id)
     if not folder.exists():
         return []
     found = [run / "report.json" for run in folder.iterdir() if (run / "report.json").exists()]
@@ -55,7 +46,7 @@ def recent_reports(dag_id: str, limit: int = 30) -> list[dict[str, Any]]:
 
 def reject_files(dag_id: str, run_id: str) -> list[storage.ObjectStoragePath]:
     """Every rejects Parquet file of the run: ``rejects/*.parquet`` (mapping) and ``*.rejects.parquet`` (upsert)."""
-    folder = run_folder(dag_id, run_id)
+    folder = storage.run_path(dag_id, run_id)
     if not folder.exists():
         return []
     return sorted(

@@ -20,6 +20,7 @@ from sandbox_process import ROOT
 
 from audience_sync import storage
 from audience_sync.clients.aep import AepClient, DownloadSizeMismatch, UnknownAudienceError
+from audience_sync.errors import ConfigurationError, InputError
 from audience_sync.file_exports import EXPORT_SCHEMA
 from audience_sync.hooks.aep import AepHook
 from audience_sync.operators.aep import AepExportFailed, ExportAudiencesOperator
@@ -125,11 +126,16 @@ def test_export_gets_through_a_5xx_burst(aep, tmp_path, caplog, capfd):
     assert tokens and not any(secret in logged for secret in [credentials.AEP_CLIENT_SECRET, *tokens])
 
 
+def drop_folder(tmp_path):
+    """Source files inside an allowed root: the tests' base path (AUDIENCE_SYNC_BASE_PATH)."""
+    return tmp_path / "data" / "drop"
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_file_based_exports_give_the_same_rows(aep, tmp_path, fmt):
     ids = [a["id"] for a in aep.audiences]
-    files = seed.write_audience_files(aep.server.db, tmp_path / "drop", fmt, ids, part_rows=800)
-    source = str(tmp_path / "drop" / f"*.{fmt}")
+    files = seed.write_audience_files(aep.server.db, drop_folder(tmp_path), fmt, ids, part_rows=800)
+    source = str(drop_folder(tmp_path) / f"*.{fmt}")
     result = operator(tmp_path, [a["name"] for a in aep.audiences], source_files=source).execute({})
     assert aep.requests("/export/jobs", "POST") == []
     assert len(result["paths"]) == len(files) > 1 and result["job_id"] is None
@@ -139,14 +145,35 @@ def test_file_based_exports_give_the_same_rows(aep, tmp_path, fmt):
     assert exported(result).select(columns).equals(expected.select(columns))
 
 
-def test_file_based_export_warns_about_an_audience_without_members(aep, tmp_path, capfd):
+def test_file_based_export_without_an_audience_fails_naming_it(aep, tmp_path):
     ids = [a["id"] for a in aep.audiences]
-    seed.write_audience_files(aep.server.db, tmp_path / "drop", "parquet", ids[:2])
-    result = operator(tmp_path, ids, source_files=str(tmp_path / "drop")).execute({})
-    assert [a["id"] for a in result["audiences"]] == ids and result["rows"] > 0
-    logged = capfd.readouterr().out
-    assert f"Audience {aep.audiences[2]['name']!r} ({ids[2]}) has no member in the files" in logged
-    assert f"Audience {aep.audiences[0]['name']!r}" not in logged
+    seed.write_audience_files(aep.server.db, drop_folder(tmp_path), "parquet", ids[:2])
+    with pytest.raises(InputError) as error:
+        operator(tmp_path, ids, source_files=str(drop_folder(tmp_path))).execute({})
+    message = str(error.value)
+    assert f"{aep.audiences[2]['name']!r} ({ids[2]})" in message and "no member" in message
+    assert aep.audiences[0]["name"] not in message
+
+
+def test_source_files_outside_the_allowed_roots_are_refused_before_any_call(aep, tmp_path):
+    ids = [a["id"] for a in aep.audiences]
+    seed.write_audience_files(aep.server.db, tmp_path / "elsewhere", "csv", ids)
+    for source in [str(tmp_path / "elsewhere"), str(drop_folder(tmp_path) / ".." / ".." / "elsewhere")]:
+        with pytest.raises(ConfigurationError) as error:
+            operator(tmp_path, ids, source_files=source).execute({})
+        assert source in str(error.value) and str(tmp_path / "data") in str(error.value)  # names the roots
+    assert aep.requests() == []
+
+
+def test_an_oversized_source_file_fails_before_it_is_read(aep, tmp_path, monkeypatch):
+    ids = [a["id"] for a in aep.audiences]
+    (big,) = seed.write_audience_files(aep.server.db, drop_folder(tmp_path), "csv", ids)
+    config = tmp_path / "sync_config.yaml"
+    config.write_text(f"max_input_bytes: {big.stat().st_size - 1}\n")
+    monkeypatch.setenv("AUDIENCE_SYNC_CONFIG", str(config))
+    with pytest.raises(InputError, match=rf"{big.name} is {big.stat().st_size:,} bytes, over the limit"):
+        operator(tmp_path, ids, source_files=str(big)).execute({})
+    assert not list((tmp_path / "run" / "export").glob("part-*"))
 
 
 def test_download_checks_the_reported_length(aep, tmp_path):

@@ -1,4 +1,5 @@
-"""Fixtures for the HubSpot client tests: a sandbox with a connection per test, chunk files, request counts."""
+"""HubSpot client fixtures (``hs``: a sandbox, a connection per test, chunk files, request counts), shared by the
+hook, client, upsert and operator tests through tests/conftest.py."""
 
 from __future__ import annotations
 

@@ -38,9 +38,8 @@ def test_every_call_uses_the_configured_version(hs, tmp_path, version, objects, 
     assert client.get_property("aep_missing") is None
     summary = upsert_file(client, hs.chunk(5, aep_vip=["realized"] * 5), tmp_path / "out")
     assert summary["created"] == 5
-    assert [r["properties"]["email"] for r in client.batch_read(["person00002@example.com"], ["email"])] == [
-        "person00002@example.com"
-    ]
+    lookup = client.lookup_emails(["Person00002@example.com", "nobody@example.com"])
+    assert (lookup.primaries, lookup.not_found) == ({"person00002@example.com"}, {"nobody@example.com"})
     assert client.check_daily_budget(10)["usageLimit"] > 10
     paths = {r["path"] for r in hs.requests()}
     assert paths >= {
@@ -92,6 +91,15 @@ def test_daily_budget_too_low_fails_before_any_write(hs, tmp_path):
         operator.execute(context={})
     assert not hs.requests("/batch/upsert")
     assert hs.contacts() == []
+
+
+def test_the_budget_counts_the_read_before_each_update_batch(hs, tmp_path):
+    hs.server(daily_limit=4)
+    path = hs.chunk(200, _write=["upsert"] * 150 + ["update"] * 50)  # 2 upsert batches, 1 update batch and its read
+    operator = UpsertContactsOperator(task_id="upsert", input_path=path, output_dir=str(tmp_path / "out"))
+    with pytest.raises(DailyBudgetExceeded, match=r"3 of 4 calls left today.*needs about 4. Nothing was written"):
+        operator.execute(context={})
+    assert not hs.requests("/batch/upsert") and not hs.requests("/batch/read")
 
 
 def test_upsert_operator_returns_counts_and_paths(hs, tmp_path):
