@@ -133,7 +133,11 @@ def test_a_leaver_gone_from_hubspot_is_never_recreated_and_counts_as_gone(world,
     another contact: its exit is an update that finds nothing, it leaves the snapshot, validation passes."""
     assert run_sync(world)["state"] == "success"
     contacts, ids = world.contacts(), contact_ids(world)
-    leaver, keeper = sorted(e for e, p in contacts.items() if any(p.get(k) in ("realized", "existing") for k in p))[:2]
+    statuses = {e: {k: v for k, v in p.items() if k.startswith("aep_")} for e, p in contacts.items()}
+    active = sorted(e for e, s in statuses.items() if any(v in ("realized", "existing") for v in s.values()))
+    # a pair with the same statuses: HubSpot's merge keeps a value of either contact, so any other pair would
+    # change the kept contact's statuses by the merge itself (a drift outside the sync; see docs/integrity.md)
+    leaver, keeper = next((a, b) for a in active for b in active if a != b and statuses[a] == statuses[b])
     if how == "deleted":
         assert hubspot_api(world, "DELETE", f"/{ids[leaver]}").status_code == 204
     else:
