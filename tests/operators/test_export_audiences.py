@@ -88,8 +88,9 @@ def test_a_retried_task_reconnects_to_its_job(aep, tmp_path):
     with pytest.raises(TaskDeferred):  # attempt 1 started the job, then its worker died while deferred
         operator(tmp_path, ids, deferrable=True).execute({"task_state_store": store})
     job_id = store.values["aep_export_job_id"]
-    assert AepClient(AepHook()).get_export_job(job_id)["status"] in ("NEW", "PROCESSING")
-    second = operator(tmp_path, ids).execute({"task_state_store": store})  # reconnects to the running job
+    # Running, or already done on a loaded machine (jobs take 0.3 s here): either way no second job.
+    assert AepClient(AepHook()).get_export_job(job_id)["status"] in ("NEW", "PROCESSING", "SUCCEEDED")
+    second = operator(tmp_path, ids).execute({"task_state_store": store})  # reconnects to the kept job
     third = operator(tmp_path, ids).execute({"task_state_store": store})  # finds it SUCCEEDED: downloads only
     assert second["job_id"] == third["job_id"] == job_id
     assert second["rows"] == third["rows"] == expected_table(aep).num_rows

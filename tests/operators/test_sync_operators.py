@@ -268,7 +268,6 @@ def test_expired_run_folders_are_deleted_never_the_current_one(tmp_path, monkeyp
     [
         MassChangeBlocked("guard"),
         SnapshotMoved("moved"),
-        AepExportFailed("job FAILED"),
         CountMismatch("counts differ after the wait"),
     ],
     ids=lambda e: type(e).__name__,
@@ -279,6 +278,15 @@ def test_a_stopped_run_fails_at_once_instead_of_retrying(error):
     from audience_sync.retry_policy import SYNC_RETRY_POLICY
 
     assert SYNC_RETRY_POLICY.evaluate(error, try_number=1, max_tries=4).action == RetryAction.FAIL
+
+
+def test_a_failed_export_job_is_retried_with_a_fresh_job():
+    from airflow.sdk import RetryAction
+
+    from audience_sync.retry_policy import SYNC_RETRY_POLICY
+
+    decision = SYNC_RETRY_POLICY.evaluate(AepExportFailed("job FAILED"), try_number=1, max_tries=4)
+    assert decision.action == RetryAction.RETRY
 
 
 class PlanPuller(XComRecorder):

@@ -16,7 +16,7 @@ from audience_sync.clients.aep import HUBSPOT_CONNECTION_SPEC_ID, AepClient, par
 from audience_sync.config import FLOW_SERVICE_MODES, load_sync_config, resolve_within_roots
 from audience_sync.constants import ExportJobStatus
 from audience_sync.contracts import Audience, ExportResult
-from audience_sync.errors import ConfigurationError, PermanentError
+from audience_sync.errors import ConfigurationError, PermanentError, TransientError
 from audience_sync.hooks.aep import AepHook
 from audience_sync.hooks.hubspot import HubSpotHook
 from audience_sync.templating import rendered_bool, rendered_list, rendered_optional
@@ -32,8 +32,9 @@ HUBSPOT_OAUTH_EXTRAS = {
 }
 
 
-class AepExportFailed(PermanentError):
-    """The export job ended FAILED; the message carries the job's ``errors[]``."""
+class AepExportFailed(TransientError):
+    """The export job ended FAILED; the message carries the job's ``errors[]``. A task retry submits a
+    fresh job (AEP's segmentation jobs fail for passing reasons too), which writes nothing to HubSpot."""
 
 
 class AepExportAbandoned(PermanentError):
