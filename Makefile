@@ -22,7 +22,7 @@ browser:
 
 ## The test suite CI runs (slow-marked tests excluded; `make test-all` runs them too).
 test: venv browser
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-all: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
