@@ -33,7 +33,6 @@ run while the server is up. Public docs behind each rule are cited beside it:
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import math
@@ -441,23 +440,11 @@ class AepApp:
 
     def list_connections(self, request: Request) -> Response:
         """property= filters, limit and continuationToken paging with _links.next [FILTER] [FLOW]."""
-        accept = _property_filter(request.query.get("property", []))
-        limit = _int_arg(request, "limit", 20, 1, 100)
-        token = request.arg("continuationToken")
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
-        except ValueError:
-            raise flow_error(400, "FLOW-1007-400", "Bad Request", "invalid continuationToken") from None
+        from sandbox.aep_flows import continuation_page  # imports this module: load it once both exist
+
         rows = self.state.query("SELECT body FROM connections ORDER BY seq")
-        items = [item for item in (json.loads(r["body"]) for r in rows) if accept(item)]
-        page = [self._connection_view(i) for i in items[start : start + limit]]
-        result: dict[str, Any] = {"items": page}
-        if start + limit < len(items):
-            next_token = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
-            query = [f"limit={limit}", f"continuationToken={next_token}"]
-            query += [f"property={quote(p, safe='=!~.')}" for p in request.query.get("property", [])]
-            result["_links"] = {"next": {"href": f"{FLOW}/connections?{'&'.join(query)}"}}
-        return Response(200, result)
+        views = [self._connection_view(json.loads(r["body"])) for r in rows]
+        return continuation_page(request, views, f"{FLOW}/connections")
 
     def get_connection(self, request: Request) -> Response:
         return Response(200, {"items": [self._connection_view(self._stored_connection(request.params["id"]))]})

@@ -29,6 +29,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from sandbox.aep import FLOW, _int_arg, _now_ms, _property_filter, aep_error, flow_error
 from sandbox.aep_store import HUBSPOT_CONNECTION_SPEC_ID
@@ -153,7 +154,7 @@ def synthetic_rows(table: str, count: int) -> list[dict[str, Any]]:
 
 def continuation_page(request: Request, items: list[dict[str, Any]], path: str) -> Response:
     """Flow Service lists: ``property`` filters, ``limit`` and ``continuationToken`` paging with ``_links.next``
-    [SPEC listFlows, listFlowRuns]. (``AepApp.list_connections`` pages the same way and could call this.)"""
+    [SPEC listFlows, listFlowRuns]; base connections too (``AepApp.list_connections``)."""
     accept = _property_filter(request.query.get("property", []))
     limit = _int_arg(request, "limit", 20, 1, 100)
     token = request.arg("continuationToken")
@@ -168,7 +169,7 @@ def continuation_page(request: Request, items: list[dict[str, Any]], path: str) 
     if start + limit < len(matched):
         next_token = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
         query = [f"limit={limit}", f"continuationToken={next_token}"]
-        query += [f"property={p}" for p in request.query.get("property", [])]
+        query += [f"property={quote(p, safe='=!~.')}" for p in request.query.get("property", [])]
         result["_links"] = {"next": {"href": f"{path}?{'&'.join(query)}"}}
     return Response(200, result)
 
