@@ -58,6 +58,9 @@ def test_triggered_run_syncs_hubspot_under_the_real_scheduler(tmp_path, monkeypa
                          upsert_log)
         assert done, upsert_log[-2000:]
         assert re.search(r"upsert \S+: \d+/\d+ records \(100%\)", upsert_log)
+        # the resources listener (plugins/audience_sync_resources.py) runs in the task's own process
+        peak = re.search(r"upsert_contacts: task process peak memory (\d+) MiB", upsert_log)
+        assert peak and 50 < int(peak.group(1)) < 1536, upsert_log[-2000:]
         report_log = api.task_log(DAG_ID, run_id, "run_report")
         assert "run report (" in report_log and "## Contacts" in report_log
 
