@@ -1,6 +1,6 @@
 """Run the benchmarks and write ``benchmarks/results/latest.json`` and the upsert chart.
 
-    python -m benchmarks.run [--quick] [--only upsert|mapping|incremental|e2e|download] [--out DIR]
+    python -m benchmarks.run [--quick] [--only NAME ...] [--out DIR]
 
 Figures are ratios against a bound or against a baseline measured in the same run; nothing here asserts
 on time, and CI never runs it (tests/benchmarks/test_bench_smoke.py runs the code paths on toy sizes).
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.support import ROOT, machine, setup_paths
 
-NAMES = ("upsert", "mapping", "incremental", "e2e", "download")
+NAMES = ("upsert", "mapping", "incremental", "e2e", "download", "concurrency", "scheduler", "million")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Sizes:
     e2e_profiles: int = 145_000  # seeded; about 100,000 of them are valid audience members
     e2e_pool_slots: tuple[int, ...] = (1, 4)
     download_profiles: int = 1_000_000
+    scheduler_profiles: int = 145_000  # seeded; about 100,000 contacts sent
+    million_exported: int = 1_000_000
 
 
 FULL = Sizes()
@@ -46,11 +48,13 @@ QUICK = Sizes(
     e2e_profiles=1_500,
     e2e_pool_slots=(1,),
     download_profiles=5_000,
+    scheduler_profiles=1_500,
+    million_exported=5_000,
 )
 
 
 def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
-    from benchmarks import suites
+    from benchmarks import scheduler, suites
     from benchmarks.chart import upsert_chart
     from benchmarks.support import mapped_contacts
 
@@ -75,13 +79,28 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
         chart = upsert_chart(runs, out / "upsert_rate.png")
         results["upsert"] = {k: {n: v for n, v in r.items() if n != "request_times"} for k, r in runs.items()}
         results["upsert"]["chart"] = str(chart.relative_to(ROOT)) if chart.is_relative_to(ROOT) else str(chart)
-        for mode in ("400", "400_silent"):  # 1% bad records, every email batch holding one refused as a whole
-            label = f"bad_1pct_whole_batch_{mode}"
-            print(f"[upsert] {sizes.upsert_contacts:,} contacts, 1% bad, whole-batch refusals ({mode})", flush=True)
+        # 1% bad records, every email batch holding one refused as a whole; "mixed": half an option the property
+        # lacks (the same value each time), half malformed emails (each its own)
+        for mode, kinds in (("400", "mixed"), ("400_silent", "mixed"), ("400", "repeated"), ("400", "unique")):
+            label = f"bad_1pct_whole_batch_{mode}" + ("" if kinds == "mixed" else f"_{kinds}")
+            print(f"[upsert] {sizes.upsert_contacts:,} contacts, 1% bad ({kinds}), whole-batch refusals ({mode})",
+                  flush=True)
             results["upsert"][label] = suites.upsert_isolation(
-                workdir / f"upsert-{label}", sizes.upsert_contacts, sizes.upsert_scaled_limit, 4, path, properties, mode
+                workdir / f"upsert-{label}", sizes.upsert_contacts, sizes.upsert_scaled_limit, 4, path, properties, mode,
+                kinds=kinds,
             )
             print(_brief(results["upsert"][label]), flush=True)
+    if "concurrency" in only:
+        path, properties = mapped_contacts(workdir / "concurrency-data", sizes.upsert_contacts)
+        results["concurrency"] = {}
+        for tasks in (1, 2, 4):  # the shipped 4 pool slots: a busy pool or the last chunks, and a full pool
+            label = f"tasks_{tasks}_of_4_slots"
+            print(f"[concurrency] {sizes.upsert_contacts:,} contacts at 190/10s, {tasks} upsert task(s) at once",
+                  flush=True)
+            results["concurrency"][label] = suites.upsert_together(
+                workdir / f"concurrency-{label}", sizes.upsert_contacts, 190, tasks, 4, path, properties
+            )
+            print(_brief(results["concurrency"][label]), flush=True)
     if "mapping" in only:
         print(
             f"[mapping] {sizes.mapping_profiles:,} profiles (baseline on {sizes.mapping_baseline_profiles:,})",
@@ -106,6 +125,14 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
         print(f"[download] AEP export of {sizes.download_profiles:,} seeded profiles through Data Access", flush=True)
         results["download"] = suites.export_download(workdir / "download", sizes.download_profiles)
         print(_brief(results["download"]), flush=True)
+    if "scheduler" in only:
+        print(f"[scheduler] the DAG under LocalExecutor, {sizes.scheduler_profiles:,} seeded profiles", flush=True)
+        results["scheduler"] = scheduler.whole_dag(workdir / "scheduler", sizes.scheduler_profiles)
+        print(_brief(results["scheduler"]), flush=True)
+    if "million" in only:
+        print(f"[million] {sizes.million_exported:,} exported profiles end to end under the scheduler", flush=True)
+        results["million"] = scheduler.million(workdir / "million", sizes.million_exported)
+        print(_brief(results["million"]), flush=True)
     for name in only:
         results[name]["measured_at"] = _now()
     results["finished_at"] = _now()

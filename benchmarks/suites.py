@@ -1,4 +1,5 @@
-"""The four benchmarks: upsert throughput, mapping, incremental sync, the whole DAG.
+"""The benchmarks on their own sandboxes: upsert throughput (one task, tasks together, bad records), mapping,
+incremental sync, the whole DAG under ``dag.test()``, the AEP download (the real scheduler's: scheduler.py).
 
 Each takes a working directory and its sizes, runs against the sandboxes on loopback and returns a
 dict of figures (and, for the upsert, the request times the chart draws).
@@ -107,29 +108,103 @@ def upsert_throughput(
     }
 
 
+# --- 1a. upsert tasks running together -------------------------------------------------------------------
+def upsert_together(
+    workdir: Path, contacts: int, rate_limit: int, tasks: int, pool_slots: int, input_path: str, properties: list[str]
+) -> dict:
+    """``tasks`` upsert tasks at once, each in its own process with its own hook and limiter and ``rate_share`` =
+    1 / ``pool_slots`` (as the DAG's mapped ``upsert_contacts`` run), each on its share of ``input_path``.
+
+    The account's rate is read window to window from HubSpot's side (the sandbox's request log), so the
+    figure counts what the tasks achieved together, whatever each one's limiter believed."""
+    import pyarrow as pa
+
+    table = pq.read_table(input_path).slice(0, contacts)
+    share = math.ceil(contacts / tasks)
+    chunks = []
+    for n in range(tasks):
+        chunk = workdir / f"chunk-{n}.parquet"
+        chunk.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_batches(table.slice(n * share, share).to_batches(), table.schema), chunk)
+        chunks.append(chunk)
+    sandbox = _hubspot(workdir, rate_limit)
+    try:
+        ensure_audience_properties(hubspot_client(sandbox.url), properties)
+        time.sleep(INTERVAL_S)  # the setup calls leave the window first
+        since = time.time()
+        start_at = since + 5.0  # every worker has imported and built its hook by then
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / f) for f in ("plugins", "include", "tests", "."))}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.upsert_worker", sandbox.url, str(1 / pool_slots), "2", str(chunk),
+                 str(workdir / f"out-{n}"), str(start_at)],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for n, chunk in enumerate(chunks)
+        ]
+        outputs = [w.communicate(timeout=3600) for w in workers]
+        finished = time.time()
+        stats = sandbox.admin("GET", "stats")["stats"]
+        times = upsert_times(sandbox, since)
+        stored = contacts_in_hubspot(sandbox)
+    finally:
+        sandbox.stop()
+    failed = [err[-2000:] for w, (_, err) in zip(workers, outputs, strict=True) if w.returncode]
+    if failed:
+        raise RuntimeError("an upsert worker failed:\n" + failed[0])
+    summaries = [json.loads(out.strip().splitlines()[-1])["summary"] for out, _ in outputs]
+    sent = sum(s["sent"] for s in summaries)
+    elapsed = max(times) - start_at if times else finished - start_at
+    ceiling = rate_limit * RECORDS_PER_REQUEST / INTERVAL_S
+    from audience_sync.ratelimit import SAFETY_MARGIN
+
+    allowed = math.floor(rate_limit * (1 - SAFETY_MARGIN))
+    return {
+        "contacts": contacts,
+        "tasks": tasks,
+        "hubspot_pool_slots": pool_slots,
+        "rate_share_per_task": round(1 / pool_slots, 4),
+        "rate_limit": f"{rate_limit}/{INTERVAL_S:.0f}s",
+        "seconds": round(elapsed, 2),
+        "records_per_second": round(sent / elapsed, 1),
+        "ceiling_records_per_second": ceiling,
+        "ratio_to_ceiling": round(sent / elapsed / ceiling, 4),
+        "window_fill": window_fill(times, rate_limit, allowed, INTERVAL_S),
+        "requests": len(times),
+        "status_429": stats.get("status_429", 0),
+        "records_lost": sent - sum(s["rejected"] for s in summaries) - len(stored),
+    }
+
+
 # --- 1b. isolating bad records from whole-batch refusals ----------------------------------------------------
+BAD_KINDS = ("mixed", "repeated", "unique")
+
+
 def with_bad_records(
-    input_path: str, properties: list[str], fraction: float, out: Path, seed: int = 11
-) -> tuple[str, int]:
+    input_path: str, properties: list[str], fraction: float, out: Path, seed: int = 11, kinds: str = "mixed"
+) -> tuple[str, list[int]]:
     """A copy of ``input_path`` where ``fraction`` of the rows (random, fixed seed) carry a value HubSpot refuses:
-    alternately an option the audience property lacks (INVALID_OPTION) and a malformed email (INVALID_EMAIL)."""
+    an option the audience property lacks (INVALID_OPTION, the same value each time: "repeated"), a malformed
+    email (INVALID_EMAIL, each its own: "unique"), or the two alternately ("mixed")."""
     import random
 
+    if kinds not in BAD_KINDS:
+        raise ValueError(f"kinds is one of {BAD_KINDS}, not {kinds!r}")
     table = pq.read_table(input_path).to_pandas()
     rows = sorted(random.Random(seed).sample(range(len(table)), max(1, round(len(table) * fraction))))
     for n, row in enumerate(rows):
-        if n % 2:
+        if kinds == "unique" or (kinds == "mixed" and n % 2):
             table.loc[row, "email"] = f"not-an-email-{n}"
         else:
             table.loc[row, properties[0]] = "platinum"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)
-    return str(out), len(rows)
+    return str(out), rows
 
 
 def upsert_isolation(
     workdir: Path, contacts: int, rate_limit: int, threads: int, input_path: str, properties: list[str], mode: str,
-    bad_fraction: float = 0.01,
+    bad_fraction: float = 0.01, kinds: str = "mixed",
 ) -> dict:
     """``upsert_file`` on a chunk with ``bad_fraction`` bad records against a sandbox that refuses every email batch
     holding one as a whole (``--upsert-errors``: "400" names the bad values, "400_silent" names nothing).
@@ -138,7 +213,10 @@ def upsert_isolation(
     isolation costs per rejected record (requests beyond one per batch, over the rejects)."""
     from audience_sync.upsert import upsert_file
 
-    path, bad = with_bad_records(input_path, properties, bad_fraction, workdir / "bad.parquet")
+    path, bad_rows = with_bad_records(input_path, properties, bad_fraction, workdir / "bad.parquet", kinds=kinds)
+    bad = len(bad_rows)
+    # each batch holding an unforeseeable bad record costs at least one refused request
+    batches_with_bad = len({row // RECORDS_PER_REQUEST for row in bad_rows})
     sandbox = _hubspot(workdir, rate_limit, "--upsert-errors", mode)
     try:
         client = hubspot_client(sandbox.url)
@@ -159,6 +237,7 @@ def upsert_isolation(
     return {
         "contacts": contacts,
         "mode": mode,
+        "bad_kinds": kinds,
         "rate_limit": f"{rate_limit}/{INTERVAL_S:.0f}s",
         "threads": threads,
         "bad_records": bad,
@@ -175,6 +254,10 @@ def upsert_isolation(
         "refused_requests": refused,
         "requests_without_bad_records": batches,
         "extra_requests_per_isolated_reject": round(extra / max(summary["rejected"], 1), 2),
+        "batches_holding_a_bad_record": batches_with_bad,
+        "ratio_bound_if_each_such_batch_is_refused_once": round(
+            (contacts - bad) / (batches + batches_with_bad) / RECORDS_PER_REQUEST, 4
+        ),
         "records_lost": contacts - bad - len(stored),
     }
 

@@ -166,6 +166,7 @@ with DAG(
         allow_mass_change="{{ params.allow_mass_change }}",
         approval_on_mass_change=config.approval_on_mass_change,
         chunk_rows=config.chunk_rows,
+        parallel_tasks=config.hubspot_pool_slots,
         execution_timeout=LONG,
     )
 

@@ -370,6 +370,14 @@ class SandboxServer(ThreadingHTTPServer):
         return Response(200, {"status": "ok", "server": self.name})
 
 
+def _logged(request: Request, status: int, arrived: float, **extra: Any) -> dict[str, Any]:
+    """One request log entry: ``time`` when answered, ``seconds`` spent on it here (benchmarks read the
+    server's own share of the latency from it)."""
+    now = time.time()
+    return {"method": request.method, "path": request.path, "status": status, "time": now,
+            "seconds": round(now - arrived, 4), **extra}
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"
@@ -380,6 +388,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         pass  # the request log lives in /_sandbox/requests, not on stderr
 
     def _handle(self) -> None:
+        arrived = time.time()
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -421,17 +430,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = self._shaped(parse_answer(shape), route, request)
             if response is None:  # a cut body: sent here, nothing more goes on this connection
                 with server.stats_lock:
-                    server.request_log.append(
-                        {"method": request.method, "path": request.path, "status": 200, "time": time.time(), "cut": True}
-                    )
+                    server.request_log.append(_logged(request, 200, arrived, cut=True))
                 return
         else:
             response = self._run(route, request)
         server.count(f"status_{response.status}")
         with server.stats_lock:
-            server.request_log.append(
-                {"method": request.method, "path": request.path, "status": response.status, "time": time.time()}
-            )
+            server.request_log.append(_logged(request, response.status, arrived))
         self._send(response)
 
     def _shaped(self, shape: AnswerShape, route: Route, request: Request) -> Response | None:

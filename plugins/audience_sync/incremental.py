@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -230,8 +231,12 @@ def plan(
     chunk_rows: int = 10_000,
     hold_emails=(),
     keep_on_missing: Iterable[str] = (),
+    parallel_tasks: int = 1,
 ) -> Plan:
     """Write ``out_dir/send/part-*.parquet`` and ``out_dir/next-snapshot.parquet`` (not committed).
+
+    ``chunk_rows``: the most rows per send chunk; ``parallel_tasks``: how many upsert tasks run at once
+    (the pool's slots), which evens the chunks out (see :func:`balanced_chunk_rows`).
 
     ``hold_emails``: emails this run rejected before the diff (see :func:`rejected_emails`).
     ``keep_on_missing``: mapped properties whose mapping row says ``on_missing: keep`` (never cleared).
@@ -303,7 +308,11 @@ def plan(
 
     os.makedirs(out_dir, exist_ok=True)
     send_schema = mapped_schema or pa.schema([("email", pa.string()), *[(p, pa.string()) for p in audience_properties]])
-    writer = ChunkWriter(os.path.join(out_dir, "send"), send_schema.append(pa.field(WRITE, pa.string())), chunk_rows)
+    writer = ChunkWriter(
+        os.path.join(out_dir, "send"),
+        send_schema.append(pa.field(WRITE, pa.string())),
+        balanced_chunk_rows(int(send.sum()), chunk_rows, parallel_tasks),
+    )
     sent_by_audience = _write_send(joined, send, effective, clears, mapped_paths, writer)
     send_paths = writer.close()
 
@@ -347,6 +356,24 @@ def plan(
         sent_by_audience=sent_by_audience,
         snapshot_version=version,
     )
+
+
+def balanced_chunk_rows(rows: int, chunk_rows: int, parallel_tasks: int) -> int:
+    """Rows per send chunk: at most ``chunk_rows``, and, when the rows make more than one chunk, a number of
+    equal chunks that is a multiple of ``parallel_tasks``.
+
+    Upsert tasks share HubSpot's rate budget, a task taking 1/``parallel_tasks`` of it while others run. So
+    every wave of tasks should be full and its tasks should end together: 11 chunks in 4 slots would end
+    with 3 tasks using 3/4 of the budget, 2 chunks with 2 tasks using half of it. One chunk runs alone and
+    takes the whole budget, so a small run is not split up.
+    """
+    if chunk_rows < 1 or parallel_tasks < 1:
+        raise ValueError(f"chunk_rows and parallel_tasks must be positive, got {chunk_rows} and {parallel_tasks}")
+    chunks = math.ceil(rows / chunk_rows)
+    if chunks <= 1:
+        return chunk_rows
+    chunks = math.ceil(chunks / parallel_tasks) * parallel_tasks
+    return math.ceil(rows / chunks)
 
 
 def _any_status(effective: Mapping[str, np.ndarray], audience_properties: list[str], rows: int) -> np.ndarray:

@@ -115,6 +115,8 @@ class RollingWindowLimiter:
         with self._cond:
             changed = False
             if limit and limit >= 1 and limit != self.limit:
+                # the adaptive cap was a share of the limit assumed before the first answer: keep the share
+                self._cap = max(1, round(self._cap * int(limit) / self.limit))
                 self.limit, changed = int(limit), True
             if interval_s and interval_s > 0 and interval_s != self.interval_s:
                 self.interval_s, changed = float(interval_s), True

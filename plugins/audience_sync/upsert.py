@@ -37,7 +37,14 @@ from typing import Any
 import pandas as pd
 
 from audience_sync import storage
-from audience_sync.clients.hubspot import BatchRejected, HubSpotClient, UpsertAnswer
+from audience_sync.clients.hubspot import (
+    PROPERTY_LEVEL_CODES,
+    VALUE_LEVEL_CODES,
+    BatchRejected,
+    HubSpotClient,
+    Reject,
+    UpsertAnswer,
+)
 from audience_sync.constants import MAX_BATCH, checked_batch_size
 from audience_sync.errors import InputError
 
@@ -114,7 +121,62 @@ def content_hash(batches: Sequence[tuple[str, Sequence[Record]]]) -> str:
     return digest.hexdigest()
 
 
-def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UPSERT) -> BatchOutcome:
+class KnownRefusals:
+    """Verdicts HubSpot gave earlier in this task that hold for every record: a value-level code (this value of
+    this property) or a property-level one (any value of this property). A whole-batch 400 costs a refused
+    request for every batch a bad value lands in, so an option removed from a property, or a property made
+    read-only, would otherwise double the requests of each batch carrying it; a record that holds a known
+    refusal is rejected with HubSpot's reason instead, without a request. Shared by the task's threads."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str | None], Reject] = {}  # (property, value or None for any value)
+        self._lock = threading.Lock()
+
+    def learn(self, record: Record, reject: Reject) -> None:
+        if reject.field is None:
+            return
+        if reject.code in PROPERTY_LEVEL_CODES:
+            key = (reject.field, None)
+        elif reject.code in VALUE_LEVEL_CODES:
+            key = (reject.field, _value_of(record, reject.field))
+        else:
+            return
+        with self._lock:
+            self._known.setdefault(key, reject)
+
+    def screen(self, records: Sequence[Record], outcome: BatchOutcome) -> list[Record]:
+        """The records to send; those holding a known refusal go to ``outcome.rejected``."""
+        with self._lock:
+            known = dict(self._known)
+        if not known:
+            return list(records)
+        keep = []
+        for record in records:
+            found = _known_refusal(known, record)
+            if found is None:
+                keep.append(record)
+            else:
+                reason = f"{found.reason} (refused for another record earlier in this run; not sent)"
+                outcome.rejected.append((record[0], found.field, found.category, reason))
+        return keep
+
+
+def _known_refusal(known: dict[tuple[str, str | None], Reject], record: Record) -> Reject | None:
+    for field_name in ("email", *record[1]):
+        found = known.get((field_name, None)) or known.get((field_name, _value_of(record, field_name)))
+        if found:
+            return found
+    return None
+
+
+def _value_of(record: Record, field_name: str) -> str | None:
+    email, properties = record
+    return email if field_name == "email" else properties.get(field_name)
+
+
+def send_batch(
+    client: HubSpotClient, records: Sequence[Record], write: str = UPSERT, refusals: KnownRefusals | None = None
+) -> BatchOutcome:
     """Upsert (or update by email) one batch; isolate bad inputs when HubSpot refuses the whole batch.
 
     A 207 answer already separates written, rejected and (updates) not-found inputs. A whole-batch refusal
@@ -123,13 +185,16 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
     clue never rejects a good record; only an error that names nothing splits the batch in halves, down to
     single records. When the first half goes through, the second must hold the culprit: it is split at once
     instead of being sent whole only to be refused. An update batch first drops its merged-away addresses
-    (:func:`without_merged_away`).
+    (:func:`without_merged_away`). ``refusals``: what HubSpot refused earlier in the task (:class:`KnownRefusals`),
+    screened out before sending and taught by this batch's whole-batch refusals.
     """
     send: Callable[[Sequence[Record]], UpsertAnswer] = (
         client.batch_upsert if write == UPSERT else client.batch_update_by_email
     )
     outcome = BatchOutcome()
-    if write == UPDATE:
+    refusals = refusals or KnownRefusals()
+    records = refusals.screen(records, outcome)
+    if write == UPDATE and records:
         records = without_merged_away(client, records, outcome)
 
     def split(group: list[Record]) -> None:
@@ -155,7 +220,9 @@ def send_batch(client: HubSpotClient, records: Sequence[Record], write: str = UP
             if not blamed and not gone and len(suspects) == len(group):
                 suspects = set()  # a clue that points at everyone tells nothing
             if blamed or gone or suspects:
-                outcome.rejected += [(group[i][0], r.field, r.category, r.reason) for i, r in sorted(blamed.items())]
+                for i, r in sorted(blamed.items()):
+                    outcome.rejected.append((group[i][0], r.field, r.category, r.reason))
+                    refusals.learn(group[i], r)
                 outcome.gone += [group[i][0] for i in sorted(gone)]
                 for i in sorted(suspects):
                     attempt([group[i]], refused=False)
@@ -309,9 +376,11 @@ def upsert_file(
         progress_every_s,
     )
 
+    refusals = KnownRefusals()
+
     def run(number: int) -> None:
         write, batch = batches[number]
-        outcome = send_batch(client, batch, write)
+        outcome = send_batch(client, batch, write, refusals)
         checkpoint.save(number, outcome)
         outcomes[number] = outcome
         progress.add(len(batch), len(outcome.rejected))

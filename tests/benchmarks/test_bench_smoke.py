@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from benchmarks.run import QUICK, run
 
 TOY = replace(
@@ -34,8 +36,8 @@ def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, air
         assert upsert["records_per_second"] > 0 and upsert["ratio_to_ceiling"] > 0
         assert 0 < upsert["window_fill"]["peak"] <= int(upsert["rate_limit"].split("/")[0])
     assert (out / "upsert_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for mode in ("400", "400_silent"):
-        isolation = results["upsert"][f"bad_1pct_whole_batch_{mode}"]
+    for label in ("400", "400_silent", "400_repeated", "400_unique"):
+        isolation = results["upsert"][f"bad_1pct_whole_batch_{label}"]
         assert isolation["records_lost"] == 0 and isolation["rejected"] == isolation["bad_records"] == 3
         assert isolation["good_records"] == 297 and isolation["ratio_to_ceiling"] > 0
         assert 0 < isolation["ratio_to_ceiling_when_rate_bound"] < 1
@@ -61,3 +63,24 @@ def test_every_benchmark_runs_and_records_its_figures(tmp_path, monkeypatch, air
 
     download = results["download"]
     assert download["exported_rows"] > 1_000 and download["parts"] >= 1 and download["rows_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_the_real_executor_benchmarks_run_and_record_their_figures(tmp_path, monkeypatch, airflow_db):
+    """The benchmarks that start processes (upsert tasks together; Airflow's scheduler with a LocalExecutor)."""
+    for name in ("AIRFLOW_CONN_HUBSPOT_DEFAULT", "AIRFLOW_CONN_AEP_DEFAULT"):
+        monkeypatch.setenv(name, "")
+    out = tmp_path / "results"
+    run(replace(TOY, million_exported=3_000), ["concurrency", "scheduler", "million"], out, tmp_path / "work")
+    results = json.loads((out / "latest.json").read_text())
+
+    for tasks in (1, 2, 4):
+        together = results["concurrency"][f"tasks_{tasks}_of_4_slots"]
+        assert together["records_lost"] == 0 and together["status_429"] == 0 and together["requests"] == 3
+    whole = results["scheduler"]
+    assert whole["state"] == "success" and whole["status_429"] == 0 and whole["records_sent"] > 300
+    assert whole["seconds_between_tasks"] > 0 and set(whole["task_peak_memory_mib"]) >= {"map_contacts", "upsert_contacts"}
+    million = results["million"]
+    assert million["full_run"]["state"] == million["changed_run"]["state"] == "success"
+    assert 0 < million["changed_run"]["records_sent"] < million["full_run"]["records_sent"]
+    assert 0 < million["worst_task_peak_memory_mib"] < 1536

@@ -9,7 +9,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from audience_sync.incremental import HASH, expected_counts, next_snapshot_without, plan, rejected_emails, row_hashes
+from audience_sync.incremental import (
+    HASH,
+    balanced_chunk_rows,
+    expected_counts,
+    next_snapshot_without,
+    plan,
+    rejected_emails,
+    row_hashes,
+)
 from audience_sync.mapping import REJECT_SCHEMA
 
 AUDIENCES = ["aep_gold", "aep_churn"]
@@ -68,6 +76,42 @@ def test_first_run_sends_everything_as_new(first_run):
         "aep_churn": {"existing": 1, "realized": 1},
     }
     assert [pq.read_metadata(p).num_rows for p in first_run.send_paths] == [2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "chunk_rows", "slots", "expected"),
+    [
+        (104_562, 10_000, 4, 8_714),  # 11 chunks would end with 3 of 4 slots busy: 12 equal ones instead
+        (20_001, 10_000, 4, 5_001),  # 3 chunks → 4
+        (40_000, 10_000, 4, 10_000),  # already full waves
+        (9_000, 10_000, 4, 10_000),  # one chunk runs alone on the whole budget: not split
+        (0, 10_000, 4, 10_000),
+        (25_000, 10_000, 1, 8_334),  # one slot: only evened out
+    ],
+)
+def test_send_chunks_come_in_full_waves_of_equal_size(rows, chunk_rows, slots, expected):
+    size = balanced_chunk_rows(rows, chunk_rows, slots)
+    assert size == expected and size <= chunk_rows
+    chunks = -(-rows // size)
+    assert rows <= chunk_rows or chunks % slots == 0
+
+
+def test_balanced_chunks_refuse_nonsense_sizes():
+    with pytest.raises(ValueError, match="must be positive"):
+        balanced_chunk_rows(10, 0, 4)
+    with pytest.raises(ValueError, match="must be positive"):
+        balanced_chunk_rows(10, 10, 0)
+
+
+def test_the_plan_writes_one_full_wave_of_chunks_per_pool_slot(tmp_path):
+    rows = [contact(f"{n:02d}@x.com", f"N{n}", gold="realized", pid=str(n)) for n in range(12)]
+    result = plan(
+        mapped(tmp_path, "run", rows, chunk=12), None, AUDIENCES, False, str(tmp_path / "p"),
+        chunk_rows=5, parallel_tasks=4,
+    )
+    sizes = [pq.read_metadata(p).num_rows for p in result.send_paths]
+    assert sizes == [3, 3, 3, 3]  # chunks of 5 would be 5 + 5 + 2: three tasks in four slots
+    assert sorted(sent(result).index) == sorted(r["email"] for r in rows)
 
 
 def test_second_run_sends_only_new_changed_and_exited(tmp_path, first_run):

@@ -181,3 +181,33 @@ def test_email_upserts_refused_whole_despite_trace_ids_are_isolated(hs, tmp_path
     upserts = hs.requests("/batch/upsert")
     assert len(upserts) == summary["requests"] <= most_requests
     assert sum(r["status"] == 200 for r in upserts) >= 1 and len(hs.contacts()) == 97
+
+
+def test_a_refusal_that_holds_for_every_record_is_not_sent_again(hs, tmp_path):
+    """An option the property lacks, or a property that does not exist, fails every batch carrying it: after
+    HubSpot's first whole-batch 400 names it, later records holding it are rejected without a request. A bad
+    email is that record's own: it still costs its batch a refused request."""
+    client = hs.connect()
+    hs.audience_property(client, "aep_gold")
+    gold, extra = ["realized"] * 500, [None] * 500
+    for batch in range(5):
+        gold[batch * 100 + 40] = "platinum"
+        extra[batch * 100 + 70] = "x"
+    path = hs.chunk(500, aep_gold=gold, no_such_property=extra)
+    frame = pd.read_parquet(path)
+    frame.loc[310, "email"] = "not-an-email"
+    frame.to_parquet(path, index=False)
+    hs.server(upsert_errors="400")
+    summary = upsert_file(client, path, tmp_path / "out", threads=1)
+
+    assert (summary["created"], summary["rejected"]) == (489, 11)
+    upserts = hs.requests("/batch/upsert")
+    # batch 1: refused, then resent without its 2 culprits; batches 2, 3, 5: once, screened; batch 4: its bad email
+    assert [r["status"] for r in upserts] == [400, 200, 200, 200, 400, 200, 200]
+    assert summary["requests"] == len(upserts) == 7  # 10 without the learning: one refusal per batch
+    rejects = pd.read_parquet(summary["rejects_path"]).set_index("email")
+    screened = rejects[rejects["reason"].str.contains("refused for another record earlier in this run")]
+    assert len(screened) == 8 and set(screened["field"]) == {"aep_gold", "no_such_property"}
+    assert screened["reason"].str.contains("INVALID_OPTION|PROPERTY_DOESNT_EXIST").all()
+    assert "not sent" in screened.iloc[0]["reason"] and "INVALID_EMAIL" in rejects.loc["not-an-email", "reason"]
+    assert len(hs.contacts()) == 489

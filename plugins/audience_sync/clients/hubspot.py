@@ -38,6 +38,7 @@ class Reject:
     category: str
     reason: str
     field: str | None = None
+    code: str | None = None  # HubSpot's error code (INVALID_OPTION...), when its answer gave one
 
 
 @dataclass
@@ -290,7 +291,7 @@ def describe(entry: dict[str, Any], default_category: str) -> Reject:
     reason = "; ".join(dict.fromkeys(parts)) or str(entry.get("message") or "rejected by HubSpot")
     if code and code not in reason:
         reason = f"{code}: {reason}"
-    return Reject(str(entry.get("category") or code or default_category), reason, _field_of(entry))
+    return Reject(str(entry.get("category") or code or default_category), reason, _field_of(entry), code)
 
 
 def is_not_found(entry: dict[str, Any]) -> bool:

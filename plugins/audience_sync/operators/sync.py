@@ -203,7 +203,9 @@ class PlanSyncOperator(BaseOperator):
     :param allow_mass_change: let one run through the guard on purpose; templated from the run's params.
     :param approval_on_mass_change: ``manual`` (default), ``always`` or ``never``: which runs the guard
         stopped wait for an approval (``guard["awaiting_approval"]``) instead of failing.
-    :param chunk_rows: rows per send chunk (one upsert task each).
+    :param chunk_rows: the most rows per send chunk (one upsert task each).
+    :param parallel_tasks: upsert tasks that run at once (the HubSpot pool's slots): chunks come in full waves
+        of equal size (:func:`~audience_sync.incremental.balanced_chunk_rows`).
     :return: the chunks to upsert (empty in a dry run): the mapped upsert expands over them, and Airflow
         maps only over a return value. The :class:`~audience_sync.contracts.PlanResult` goes to the XCom
         key ``plan`` (``result_key``).
@@ -223,6 +225,7 @@ class PlanSyncOperator(BaseOperator):
         allow_mass_change: Any = False,
         approval_on_mass_change: str = "never",
         chunk_rows: int = 10_000,
+        parallel_tasks: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -234,6 +237,7 @@ class PlanSyncOperator(BaseOperator):
         self.allow_mass_change = allow_mass_change
         self.approval_on_mass_change = approval_on_mass_change
         self.chunk_rows = int(chunk_rows)
+        self.parallel_tasks = int(parallel_tasks)
 
     def execute(self, context: Context) -> list[str]:
         mapped = MapResult.from_xcom(self.mapped)
@@ -268,6 +272,7 @@ class PlanSyncOperator(BaseOperator):
                 chunk_rows=self.chunk_rows,
                 hold_emails=incremental.rejected_emails(local_rejects),
                 keep_on_missing=list(mapped.keep_on_missing),
+                parallel_tasks=self.parallel_tasks,
             )
             guard = incremental.check_mass_change(
                 plan.counts, mapped.counts, self.max_exit_fraction, self.max_reject_fraction, allow=allow or may_wait
