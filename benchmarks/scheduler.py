@@ -32,6 +32,11 @@ INTERVAL_S = 10.0
 PEAK_LINE = re.compile(r"task process peak memory (\d+) MiB")
 
 
+def parallelism(pool_slots: int) -> int:
+    """LocalExecutor workers as scripts/airflow_local.sh sizes them: twice the CPUs, at least the pool's slots + 2."""
+    return max(2 * (os.cpu_count() or 1), pool_slots + 2)
+
+
 def _parse(stamp: str | None) -> float | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
 
@@ -97,7 +102,7 @@ class _Stack:
         self.patch = pytest.MonkeyPatch()
         self.patch.setenv("AUDIENCE_SYNC_CONFIG", str(config))
         self.patch.setenv("AUDIENCE_SYNC_BASE_PATH", (workdir / "data").as_uri())
-        self.patch.setenv("AIRFLOW__CORE__PARALLELISM", str(2 * (os.cpu_count() or 1)))
+        self.patch.setenv("AIRFLOW__CORE__PARALLELISM", str(parallelism(pool_slots)))
         self.world = start_world(
             workdir,
             self.patch,
@@ -211,7 +216,7 @@ def whole_dag(workdir: Path, profiles: int, pool_slots: int = 4) -> dict:
     return {
         "seeded_profiles": profiles,
         "executor": "LocalExecutor",
-        "parallelism": 2 * (os.cpu_count() or 1),
+        "parallelism": parallelism(pool_slots),
         "hubspot_pool_slots": pool_slots,
         "chunk_rows": stack.settings["chunk_rows"],
         "stack_start_seconds": round(startup["dag_parsed_s"], 1),

@@ -130,18 +130,23 @@ def upsert_together(
     sandbox = _hubspot(workdir, rate_limit)
     try:
         ensure_audience_properties(hubspot_client(sandbox.url), properties)
-        time.sleep(INTERVAL_S)  # the setup calls leave the window first
-        since = time.time()
-        start_at = since + 5.0  # every worker has imported and built its hook by then
+        go = workdir / "go"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / f) for f in ("plugins", "include", "tests", "."))}
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.upsert_worker", sandbox.url, str(1 / pool_slots), "2", str(chunk),
-                 str(workdir / f"out-{n}"), str(start_at)],
+                 str(workdir / f"out-{n}"), str(go)],
                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for n, chunk in enumerate(chunks)
         ]
+        time.sleep(INTERVAL_S)  # the setup calls leave the window while the workers start
+        while len(list(workdir.glob("go.ready-*"))) < tasks:  # every worker has imported and built its hook
+            if any(w.poll() is not None for w in workers):
+                break
+            time.sleep(0.05)
+        since = start_at = time.time()
+        go.touch()
         outputs = [w.communicate(timeout=3600) for w in workers]
         finished = time.time()
         stats = sandbox.admin("GET", "stats")["stats"]

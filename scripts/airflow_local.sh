@@ -10,7 +10,8 @@
 # keeps the nightly schedule: unpausing then also starts the latest scheduled (real, not dry) run at once.
 # Overrides: AIRFLOW_PORT (8080), HUBSPOT_PORT (8081), AEP_PORT (8082), AIRFLOW_HOME, SANDBOX_DIR,
 # HUBSPOT_POOL_SLOTS (4), HUBSPOT_CONN_FORM (the sandbox's hubspot_default form, see sandbox/connections.py),
-# AIRFLOW__CORE__PARALLELISM (LocalExecutor workers; default twice the CPU count: tasks mostly wait on HTTP).
+# AIRFLOW__CORE__PARALLELISM (LocalExecutor workers; default twice the CPU count, tasks mostly wait on HTTP, and at
+# least the HubSpot pool's slots plus 2, so that a full wave of upserts never waits for a worker another task holds).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 export AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
@@ -18,7 +19,8 @@ export AIRFLOW__API__PORT="$AIRFLOW_PORT"
 # Tasks reach the api-server's execution API here; its default assumes port 8080.
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$AIRFLOW_PORT/execution/}"
 export AIRFLOW__CORE__TEST_CONNECTION="${AIRFLOW__CORE__TEST_CONNECTION:-Enabled}"
-export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$(( $(nproc) * 2 ))}"
+workers=$(( $(nproc) * 2 )); (( workers >= ${HUBSPOT_POOL_SLOTS:-4} + 2 )) || workers=$(( ${HUBSPOT_POOL_SLOTS:-4} + 2 ))
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$workers}"
 if [[ ${LOCAL_SCHEDULE:-} != keep ]]; then
   export AUDIENCE_SYNC_CONFIG="$("$PY" scripts/airflow_stack.py unscheduled-config --home "$AIRFLOW_HOME")"
 fi

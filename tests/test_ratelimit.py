@@ -92,19 +92,18 @@ def test_a_share_is_not_starved_by_others_using_theirs():
     assert time.monotonic() - started < 0.05
 
 
-def test_a_limit_announced_by_the_server_rescales_the_adaptive_cap_at_once():
-    """A task's limiter starts from the default limit (100) until HubSpot's headers announce the account's (190):
-    its cap, a quarter of the budget while others run, must follow at once, not climb back over half a window."""
-    limiter = RollingWindowLimiter(limit=100, interval_s=10, share=0.25, adaptive=True)
-    limiter.configure(190, 10)
+def test_a_limit_announced_by_the_server_restarts_the_adaptive_cap_from_half_the_share():
+    """A task's limiter assumes the default limit (100) until HubSpot's headers announce the account's (190): its
+    cap starts again from half of its real share (a quarter of 190 while others run), whatever the default was,
+    and reaches the share half a window later."""
+    limiter = RollingWindowLimiter(limit=100, interval_s=1.0, share=0.25, adaptive=True)
+    limiter.configure(190, 1.0)
     limiter.observe(remaining=150)  # 40 requests of others in the window: this task keeps to its share
     assert limiter.allowed == 46  # floor(190 × 0.25 × 0.98)
-    done = threading.Event()
-
-    def take_the_share() -> None:
-        for _ in range(limiter.allowed):
-            limiter.acquire()
-        done.set()
-
-    threading.Thread(target=take_the_share, daemon=True).start()
-    assert done.wait(timeout=2.0)  # with the cap left at 24 (a quarter of 100), the 25th waits 5 s for a raise
+    started = time.monotonic()
+    sent = [limiter.acquire() for _ in range(23)]  # half the share at once
+    assert time.monotonic() - started < 0.3
+    sent += [limiter.acquire() for _ in range(23)]  # the other half once the cap has risen
+    assert time.monotonic() - started >= 0.45
+    for slot in sent:
+        limiter.release(slot)

@@ -78,6 +78,8 @@ class RollingWindowLimiter:
         self._left: list[float] = []  # when our requests recently left the log
         self._cap = self.allowed  # adaptive mode: this process's current cap (see _adapted_cap)
         self._cap_raised_at = clock()
+        self._room_at_count = 0  # adaptive mode: the account's room at the server's last count (see _fair_wait)
+        self._sent_since_count = 0
         self._slots: list[_Slot] = []
         self._others: list[float] = []  # when each request of other clients leaves the window
         self._blocked_until = 0.0
@@ -109,15 +111,20 @@ class RollingWindowLimiter:
                 self._others.extend([now + self.interval_s] * (others - len(self._others)))
             elif others < len(self._others):
                 del self._others[: len(self._others) - others]  # the oldest have left the server's window
+            self._room_at_count = self.account_allowed - len(self._slots) - len(self._others)
+            self._sent_since_count = 0
 
     def configure(self, limit: int | None, interval_s: float | None) -> None:
         """Resize from the server's announcement (rate headers); ignores missing or absurd values."""
         with self._cond:
             changed = False
             if limit and limit >= 1 and limit != self.limit:
-                # the adaptive cap was a share of the limit assumed before the first answer: keep the share
-                self._cap = max(1, round(self._cap * int(limit) / self.limit))
                 self.limit, changed = int(limit), True
+                # The cap was sized from a limit assumed before HubSpot told the real one: start again from half
+                # this task's share of the real one, rising as any cap does (see _adapted_cap). Tasks that start
+                # together each see the others' first requests before any of them fills its share, and the
+                # account's other clients (setup calls, other apps) have room beside them.
+                self._cap, self._cap_raised_at = max(1, self.allowed // 2), self.clock()
             if interval_s and interval_s > 0 and interval_s != self.interval_s:
                 self.interval_s, changed = float(interval_s), True
             if changed:
@@ -146,7 +153,7 @@ class RollingWindowLimiter:
         own_excess = len(self._slots) - own_cap + 1
         total_excess = len(self._slots) + len(self._others) - self.account_allowed + 1
         if own_excess <= 0 and total_excess <= 0:
-            return 0.0
+            return self._fair_wait(own_cap)
         own_leaves = sorted(s.done + self.interval_s for s in self._slots if s.done is not None)
         waits = []
         if own_excess > 0:  # how many of ours must leave the window first
@@ -160,6 +167,22 @@ class RollingWindowLimiter:
         if own_excess > 0 and total_excess <= 0 and own_cap < self._adapted_target():
             wait = min(wait, self._cap_raised_at + self.interval_s / 2 - now)  # the cap may rise sooner
         return max(0.001, wait)
+
+    def _fair_wait(self, own_cap: int) -> float:
+        """When the account's room, not this process's cap, is what limits it, several tasks see the same room at
+        once (the previous tasks' requests still fill the window as they leave it): each takes only its share of
+        the room the server's last count showed, and waits for the next count (an answer) for more. With nothing
+        in flight it may send one request to get that count: one per task fits in the safety margin."""
+        if not (self.adaptive and self._observed and self._others and self.share < 1):
+            return 0.0
+        room = self.account_allowed - len(self._slots) - len(self._others)
+        if room >= own_cap - len(self._slots):
+            return 0.0  # this process's cap binds first: its share holds
+        if self._sent_since_count < math.floor(self.share * self._room_at_count):
+            return 0.0
+        if not any(slot.done is None for slot in self._slots) and self._sent_since_count == 0:
+            return 0.0
+        return 0.05  # an answer will bring a new count and wake us
 
     def _adapted_cap(self, now: float) -> int:
         """This process's cap in adaptive mode: the whole budget while nobody else's requests are in the window, the
@@ -187,6 +210,7 @@ class RollingWindowLimiter:
                 if wait <= 0:
                     slot = _Slot(now)
                     self._slots.append(slot)
+                    self._sent_since_count += 1
                     return slot
                 self._cond.wait(timeout=wait)
 
