@@ -347,7 +347,8 @@ def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> di
         exported_ids = set()
         for part in parts:
             exported_ids |= set(pq.read_table(part, columns=["_id"]).column("_id").to_pylist())
-        mutated = seeding.mutate_population(db, fraction=fraction, exit_fraction=0.0)
+        # 1% of profiles changed, and half as many memberships exited (the integrity work sends exits as updates)
+        mutated = seeding.mutate_population(db, fraction=fraction, exit_fraction=fraction / 2)
         changed_in_export = len(exported_ids & set(mutated.changed_ids))
         parts2 = export_parts(db, list(properties), workdir / "export2", limit=profiles)
         since = time.time()
@@ -360,6 +361,7 @@ def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> di
         "profiles": profiles,
         "mutated_fraction": fraction,
         "mutated_profiles_in_export": changed_in_export,
+        "exited_memberships": mutated.exited_memberships,
         "full_sync": {k: full[k] for k in ("valid", "records", "requests", "rejected")},
         "incremental": {k: second[k] for k in ("plan", "records", "requests", "rejected")},
         "incremental_upsert_calls_seen_by_hubspot": upserts,

@@ -95,9 +95,9 @@ def test_a_share_is_not_starved_by_others_using_theirs():
 def test_a_limit_announced_by_the_server_restarts_the_adaptive_cap_from_half_the_share():
     """A task's limiter assumes the default limit (100) until HubSpot's headers announce the account's (190): its
     cap starts again from half of its real share (a quarter of 190 while others run), whatever the default was,
-    and reaches the share half a window later."""
-    limiter = RollingWindowLimiter(limit=100, interval_s=1.0, share=0.25, adaptive=True)
-    limiter.configure(190, 1.0)
+    and reaches the share an eighth of a window later."""
+    limiter = RollingWindowLimiter(limit=100, interval_s=4.0, share=0.25, adaptive=True)
+    limiter.configure(190, 4.0)
     limiter.observe(remaining=150)  # 40 requests of others in the window: this task keeps to its share
     assert limiter.allowed == 46  # floor(190 × 0.25 × 0.98)
     started = time.monotonic()
