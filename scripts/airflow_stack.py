@@ -232,9 +232,15 @@ class AirflowApi:
         return self.wait(f"run {run_id}", timeout, finished, every=2.0)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.json("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
-            "task_instances"
-        ]
+        """Every task instance of the run, page by page (the API caps a page at ``api.maximum_page_limit``, 100)."""
+        found: list[dict] = []
+        while True:
+            page = self.json(
+                "GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": len(found)}
+            )
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The task's log as text, one line per structured event (``map_index`` ≥ 0 for a mapped task)."""
