@@ -5,9 +5,11 @@ Pure logic: reads the export's Parquet parts and writes Parquet chunks on the lo
 or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
-1. emails only: (normalised email, rank, profile id, row number) of every profile with a valid email; these
-   small columns pick one winner per email across all batches and part files;
-2. the mapping proper, batch by batch, writing the winners in chunk files and everything else in the
+1. the identity columns only: the email (or why there is none), rank, profile id and row number of every
+   profile, kept for pass 2 so they are read and checked once; these small columns pick one winner per
+   email across all batches and part files;
+2. the mapping proper, batch by batch (the attribute and audience columns only), writing the winners in
+   chunk files and everything else in the
    rejects file (one row per rejected profile, first reason wins in the order MISSING_EMAIL,
    INVALID_EMAIL, DUPLICATE_EMAIL, VALUE_TOO_LONG, INVALID_STATUS).
 
@@ -454,10 +456,28 @@ def _valid_email(emails: pa.Array) -> np.ndarray:
 
 @dataclass
 class _Emails:
-    email: pa.Array  # normalised valid email or null
-    raw: pa.Array  # the best candidate as found (trimmed, lowercased) when none is valid, else null
+    email: pa.Array | pa.ChunkedArray  # normalised valid email or null
+    raw: pa.Array | pa.ChunkedArray  # the best candidate as found (trimmed, lowercased) when none is valid, else null
     missing: np.ndarray  # no candidate at all
     invalid: np.ndarray  # candidates, none valid
+
+    @staticmethod
+    def concat(pieces: list[_Emails]) -> _Emails:
+        return _Emails(
+            email=pa.chunked_array([p.email for p in pieces], pa.string()),
+            raw=pa.chunked_array([p.raw for p in pieces], pa.string()),
+            missing=np.concatenate([p.missing for p in pieces] or [np.empty(0, dtype=bool)]),
+            invalid=np.concatenate([p.invalid for p in pieces] or [np.empty(0, dtype=bool)]),
+        )
+
+    def slice(self, offset: int, length: int) -> _Emails:
+        end = offset + length
+        return _Emails(
+            email=self.email.slice(offset, length).combine_chunks(),
+            raw=self.raw.slice(offset, length).combine_chunks(),
+            missing=self.missing[offset:end],
+            invalid=self.invalid[offset:end],
+        )
 
 
 def _emails(batch: pa.RecordBatch, mapping: Mapping) -> _Emails:
@@ -618,12 +638,19 @@ class _Dedup:
     audience statuses filling the winner's gaps, see ``_merged_statuses``)."""
 
     total: int
+    ids: pa.ChunkedArray  # profile id of every row (``profile_ids``)
+    emails: _Emails  # of every row
     loser_to_winner: np.ndarray  # winner position in ``ranked_ids`` per duplicate row, else -1
     ranked_ids: pa.Array  # profile ids in dedup order
     merged: np.ndarray  # bool per row: part of a profile whose winning row is another one
     merged_rows: np.ndarray  # row numbers of the merged rows, in dedup order
     merged_into: np.ndarray  # the winning row number of each of them
     statuses: dict[str, tuple[np.ndarray, pa.Array]] = field(default_factory=dict)
+
+    def identities(self, offset: int, length: int) -> tuple[pa.Array, _Emails]:
+        """Profile ids and emails of the rows ``offset`` to ``offset + length``: pass 2's batches need not
+        line up with pass 1's (a reader's batches follow the row groups of the columns it reads)."""
+        return self.ids.slice(offset, length).combine_chunks(), self.emails.slice(offset, length)
 
     def fill(self, audience_id: str, status: pa.Array, offset: int) -> pa.Array:
         """``status`` of a batch starting at ``offset``, its nulls filled from the winners' merged rows."""
@@ -641,47 +668,41 @@ class _Dedup:
 def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _Dedup:
     """Pass 1: one winner per email (``DUPLICATE_RULE``), and which other rows are the winner's profile."""
     email_columns = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN} | {s.split(".")[0] for s in mapping.email.sources}
-    pieces, total = [], 0
+    found, ids, ranks, total = [], [], [], 0
     for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, email_columns):
-        emails = _emails(batch, mapping)
-        rank = _memberships(batch, {}).rank
-        keep = pc.is_valid(emails.email)
-        pieces.append(
-            pa.table(
-                {
-                    "email": emails.email,
-                    "rank": pa.array(rank),
-                    "id": profile_ids(batch),
-                    "seq": pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64)),
-                }
-            ).filter(keep)
-        )
+        found.append(_emails(batch, mapping))
+        ids.append(profile_ids(batch))
+        ranks.append(_memberships(batch, {}).rank)
         total = offset + batch.num_rows
+    emails, ids = _Emails.concat(found), pa.chunked_array(ids, pa.string())
+    del found
     loser_to_winner = np.full(total, -1, dtype=np.int64)
     merged = np.zeros(total, dtype=bool)
     none = np.empty(0, dtype=np.int64)
-    if not pieces:
-        return _Dedup(total, loser_to_winner, pa.array([], pa.string()), merged, none, none)
-    keys = pa.concat_tables(pieces)
-    del pieces
+    if not total:
+        return _Dedup(total, ids, emails, loser_to_winner, pa.array([], pa.string()), merged, none, none)
+    keys = pa.table(
+        {"email": emails.email, "rank": np.concatenate(ranks), "id": ids, "seq": np.arange(total, dtype=np.int64)}
+    ).filter(pc.is_valid(emails.email))
+    del ranks
     order = pc.sort_indices(
         keys, sort_keys=[("email", "ascending"), ("rank", "descending"), ("id", "ascending"), ("seq", "ascending")]
     )
     keys = keys.take(order)
-    emails = keys.column("email").combine_chunks()
+    ranked_emails = keys.column("email").combine_chunks()
     starts = np.ones(keys.num_rows, dtype=bool)
     if keys.num_rows > 1:
-        starts[1:] = pc.not_equal(emails.slice(1), emails.slice(0, keys.num_rows - 1)).to_numpy(zero_copy_only=False)
+        starts[1:] = pc.not_equal(ranked_emails.slice(1), ranked_emails.slice(0, keys.num_rows - 1)).to_numpy(zero_copy_only=False)
     winner = np.maximum.accumulate(np.where(starts, np.arange(keys.num_rows), 0))
     seq = keys.column("seq").to_numpy()
-    ids = keys.column("id").combine_chunks()
-    same_profile = ~starts & pc.fill_null(pc.equal(ids, ids.take(pa.array(winner))), False).to_numpy(
+    ranked = keys.column("id").combine_chunks()
+    same_profile = ~starts & pc.fill_null(pc.equal(ranked, ranked.take(pa.array(winner))), False).to_numpy(
         zero_copy_only=False
     )
     duplicate = ~starts & ~same_profile
     loser_to_winner[seq[duplicate]] = winner[duplicate]
     merged[seq[same_profile]] = True
-    return _Dedup(total, loser_to_winner, ids, merged, seq[same_profile], seq[winner[same_profile]])
+    return _Dedup(total, ids, emails, loser_to_winner, ranked, merged, seq[same_profile], seq[winner[same_profile]])
 
 
 def _merged_statuses(
@@ -764,8 +785,7 @@ def _map_batch(
 ) -> pa.Table:
     """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned (rows merged
     into their profile's winning row are left out, neither mapped nor rejected)."""
-    ids = profile_ids(batch)
-    emails = _emails(batch, mapping)
+    ids, emails = dedup.identities(offset, batch.num_rows)
     rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
     sources = " or ".join(mapping.email.sources)
     rejects.add(emails.missing, sources, "MISSING_EMAIL", f"the profile has no email in {sources}")
@@ -859,8 +879,9 @@ def map_export(
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
     by_category: Counter[str] = Counter()
     valid = 0
+    attribute_columns = {MEMBERSHIP_COLUMN} | {s.split(".")[0] for f in mapping.attributes for s in f.sources}
     with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
-        for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows):
+        for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, attribute_columns):
             table = _map_batch(batch, offset, mapping, audience_properties, namespaces, dedup, sink, by_category)
             valid += table.num_rows
             chunks.add(table)
