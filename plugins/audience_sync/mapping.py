@@ -641,7 +641,7 @@ class _Dedup:
     ids: pa.ChunkedArray  # profile id of every row (``profile_ids``)
     emails: _Emails  # of every row
     loser_to_winner: np.ndarray  # winner position in ``ranked_ids`` per duplicate row, else -1
-    ranked_ids: pa.Array  # profile ids in dedup order
+    ranked_ids: pa.Array  # profile ids of the rows whose email occurs more than once, in dedup order
     merged: np.ndarray  # bool per row: part of a profile whose winning row is another one
     merged_rows: np.ndarray  # row numbers of the merged rows, in dedup order
     merged_into: np.ndarray  # the winning row number of each of them
@@ -681,10 +681,17 @@ def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _
     none = np.empty(0, dtype=np.int64)
     if not total:
         return _Dedup(total, ids, emails, loser_to_winner, pa.array([], pa.string()), merged, none, none)
+    # Only rows whose email occurs more than once can lose or merge: hashing finds them, and only they are
+    # sorted (sorting every row by email was a third of pass 1).
+    codes = pc.dictionary_encode(emails.email)
+    code = pc.fill_null(pa.chunked_array([c.indices for c in codes.chunks], pa.int32()), -1).to_numpy()
+    del codes
+    shared = code >= 0
+    shared[shared] = np.bincount(code[shared])[code[shared]] > 1
     keys = pa.table(
         {"email": emails.email, "rank": np.concatenate(ranks), "id": ids, "seq": np.arange(total, dtype=np.int64)}
-    ).filter(pc.is_valid(emails.email))
-    del ranks
+    ).filter(pa.array(shared))
+    del ranks, code, shared
     order = pc.sort_indices(
         keys, sort_keys=[("email", "ascending"), ("rank", "descending"), ("id", "ascending"), ("seq", "ascending")]
     )
@@ -692,7 +699,8 @@ def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _
     ranked_emails = keys.column("email").combine_chunks()
     starts = np.ones(keys.num_rows, dtype=bool)
     if keys.num_rows > 1:
-        starts[1:] = pc.not_equal(ranked_emails.slice(1), ranked_emails.slice(0, keys.num_rows - 1)).to_numpy(zero_copy_only=False)
+        following = pc.not_equal(ranked_emails.slice(1), ranked_emails.slice(0, keys.num_rows - 1))
+        starts[1:] = following.to_numpy(zero_copy_only=False)
     winner = np.maximum.accumulate(np.where(starts, np.arange(keys.num_rows), 0))
     seq = keys.column("seq").to_numpy()
     ranked = keys.column("id").combine_chunks()
