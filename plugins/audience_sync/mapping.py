@@ -879,19 +879,34 @@ def map_export(
     schema = pa.schema(
         [(n, pa.string()) for n in ["email", *[f.target for f in mapping.attributes], *properties, PROFILE_ID]]
     )
-    dedup = _winners(part_paths, mapping, read_batch_rows)
     namespaces = {aid: (audience_namespaces or {}).get(aid) or AUDIENCE_NAMESPACE for aid in audience_properties}
-    _merged_statuses(part_paths, mapping, read_batch_rows, dedup, namespaces)
-
-    chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
     by_category: Counter[str] = Counter()
     valid = 0
     attribute_columns = {MEMBERSHIP_COLUMN} | {s.split(".")[0] for f in mapping.attributes for s in f.sources}
-    with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
-        for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, attribute_columns):
-            table = _map_batch(batch, offset, mapping, audience_properties, namespaces, dedup, sink, by_category)
-            valid += table.num_rows
-            chunks.add(table)
+    with _system_allocator():
+        dedup = _winners(part_paths, mapping, read_batch_rows)
+        _merged_statuses(part_paths, mapping, read_batch_rows, dedup, namespaces)
+        chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
+        with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
+            for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, attribute_columns):
+                table = _map_batch(batch, offset, mapping, audience_properties, namespaces, dedup, sink, by_category)
+                valid += table.num_rows
+                chunks.add(table)
+        mapped_paths = chunks.close()
     counts = map_counts(dedup.total, valid, by_category, len(dedup.merged_rows))
-    return MapResult(mapped_paths=chunks.close(), rejects_path=rejects_path, counts=counts)
+    return MapResult(mapped_paths=mapped_paths, rejects_path=rejects_path, counts=counts)
+
+
+@contextlib.contextmanager
+def _system_allocator():
+    """Arrow buffers from the C library's allocator for the duration of a mapping. Arrow's default
+    (mimalloc) commits its arenas in fresh transparent huge pages, and faulting those in is kernel time:
+    on the benchmark VM it doubled the CPU time of mapping 100,000 profiles (0.9-2.0 s instead of 0.5 s).
+    The pool is process-wide, so the previous one is put back."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
