@@ -33,6 +33,7 @@ import contextlib
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -496,7 +497,8 @@ def _emails(batch: pa.RecordBatch, mapping: Mapping) -> _Emails:
 def _attribute(batch: pa.RecordBatch, mapping_field: FieldMapping) -> pa.Array:
     """An attribute's value: the first non-blank of its sources (identity ids: primary first)."""
     if all(not s.startswith(IDENTITY_ROOT + ".") for s in mapping_field.sources):
-        return pc.coalesce(*[_source_strings(batch, s) for s in mapping_field.sources])
+        found = [_source_strings(batch, s) for s in mapping_field.sources]
+        return found[0] if len(found) == 1 else pc.coalesce(*found)
     candidates = _gather(batch, mapping_field, _clean)
     return _pick(candidates, lambda values: np.ones(len(values), dtype=bool), batch.num_rows)[0]
 
@@ -753,8 +755,11 @@ class _BatchRejects:
         self.writer, self.counter, self.ids, self.emails = writer, counter, ids, emails
         self.taken = np.zeros(len(ids), dtype=bool)
 
-    def add(self, mask: np.ndarray, field_name: str, category: str, reason: str | pa.Array) -> None:
-        """``reason`` is one sentence for all, or one per profile of the batch."""
+    def add(
+        self, mask: np.ndarray, field_name: str, category: str, reason: str | Callable[[np.ndarray], pa.Array]
+    ) -> None:
+        """``reason`` is one sentence for all, or makes one per rejected profile from their rows' mask (built
+        for those rows only: a sentence for every row of the batch cost more than the rest of the check)."""
         mask = mask & ~self.taken
         count = int(mask.sum())
         if not count:
@@ -772,7 +777,7 @@ class _BatchRejects:
                     "email": self.emails.filter(selected),
                     "field": repeat(field_name),
                     "category": repeat(category),
-                    "reason": reason.filter(selected) if isinstance(reason, pa.Array) else repeat(reason),
+                    "reason": repeat(reason) if isinstance(reason, str) else reason(mask),
                 },
                 schema=REJECT_SCHEMA,
             )
@@ -803,24 +808,33 @@ def _map_batch(
     winner_at = dedup.loser_to_winner[offset : offset + batch.num_rows]
     lost = winner_at >= 0
     if lost.any():
-        winner_ids = pc.fill_null(dedup.ranked_ids.take(pa.array(np.where(lost, winner_at, 0))), "<no profile id>")
         prefix = f"another profile has the same email and wins ({DUPLICATE_RULE}): "
-        rejects.add(lost, "email", "DUPLICATE_EMAIL", pc.binary_join_element_wise(prefix, winner_ids, ""))
+
+        def duplicate_reason(rows: np.ndarray) -> pa.Array:
+            winner_ids = pc.fill_null(dedup.ranked_ids.take(pa.array(winner_at[rows])), "<no profile id>")
+            return pc.binary_join_element_wise(prefix, winner_ids, "")
+
+        rejects.add(lost, "email", "DUPLICATE_EMAIL", duplicate_reason)
 
     columns = {"email": emails.email}
     for mapping_field in mapping.attributes:
         values = _attribute(batch, mapping_field)
+        columns[mapping_field.target] = values
+        # A character takes at least one byte: only values that long in bytes are counted in characters.
+        if not pc.any(pc.greater(pc.binary_length(values), MAX_VALUE_LENGTH)).as_py():
+            continue
         length = pc.utf8_length(values)
         too_long = pc.fill_null(pc.greater(length, MAX_VALUE_LENGTH), False).to_numpy(zero_copy_only=False)
-        if too_long.any():
-            reason = pc.binary_join_element_wise(
+
+        def too_long_reason(rows: np.ndarray, length=length, mapping_field=mapping_field) -> pa.Array:
+            return pc.binary_join_element_wise(
                 f"{mapping_field.target} (from {mapping_field.source}) is ",
-                pc.cast(length, pa.string()),
+                pc.cast(length.filter(pa.array(rows)), pa.string()),
                 f" characters long; HubSpot holds at most {MAX_VALUE_LENGTH} and values are never truncated",
                 "",
             )
-            rejects.add(too_long, mapping_field.target, "VALUE_TOO_LONG", reason)
-        columns[mapping_field.target] = values
+
+        rejects.add(too_long, mapping_field.target, "VALUE_TOO_LONG", too_long_reason)
     statuses = _memberships(batch, audience_namespaces).statuses
     for aid, prop in audience_properties.items():
         status = dedup.fill(aid, statuses[aid], offset)
