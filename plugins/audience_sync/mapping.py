@@ -5,13 +5,12 @@ Pure logic: reads the export's Parquet parts and writes Parquet chunks on the lo
 or a benchmark.
 
 Two passes over the export keep memory bounded whatever its size:
-1. the identity columns only: the email (or why there is none), rank, profile id and row number of every
-   profile, kept for pass 2 so they are read and checked once; these small columns pick one winner per
-   email across all batches and part files;
-2. the mapping proper, batch by batch (the attribute and audience columns only), writing the winners in
-   chunk files and everything else in the
-   rejects file (one row per rejected profile, first reason wins in the order MISSING_EMAIL,
-   INVALID_EMAIL, DUPLICATE_EMAIL, VALUE_TOO_LONG, INVALID_STATUS).
+1. the identity and audience columns only: the email (or why there is none), rank, profile id, row number
+   and audience statuses of every profile, kept for pass 2 so they are read and checked once; these small
+   columns pick one winner per email across all batches and part files;
+2. the mapping proper, batch by batch (the attribute columns only), writing the winners in chunk files
+   and everything else in the rejects file (one row per rejected profile, first reason wins in the order
+   MISSING_EMAIL, INVALID_EMAIL, DUPLICATE_EMAIL, VALUE_TOO_LONG, INVALID_STATUS).
 
 Duplicate rule (one person exported twice, or one address in two spellings): the profile with the latest
 ``lastQualificationTime`` over all its audience memberships wins, ties go to the smallest profile id. The
@@ -647,42 +646,39 @@ class _Dedup:
     merged: np.ndarray  # bool per row: part of a profile whose winning row is another one
     merged_rows: np.ndarray  # row numbers of the merged rows, in dedup order
     merged_into: np.ndarray  # the winning row number of each of them
-    statuses: dict[str, tuple[np.ndarray, pa.Array]] = field(default_factory=dict)
+    statuses: dict[str, pa.ChunkedArray]  # audience id → every row's status (``_memberships``)
 
-    def identities(self, offset: int, length: int) -> tuple[pa.Array, _Emails]:
-        """Profile ids and emails of the rows ``offset`` to ``offset + length``: pass 2's batches need not
-        line up with pass 1's (a reader's batches follow the row groups of the columns it reads)."""
-        return self.ids.slice(offset, length).combine_chunks(), self.emails.slice(offset, length)
-
-    def fill(self, audience_id: str, status: pa.Array, offset: int) -> pa.Array:
-        """``status`` of a batch starting at ``offset``, its nulls filled from the winners' merged rows."""
-        if audience_id not in self.statuses:
-            return status
-        winners, values = self.statuses[audience_id]
-        lo, hi = np.searchsorted(winners, [offset, offset + len(status)])
-        if lo == hi:
-            return status
-        at = np.full(len(status), -1, dtype=np.int64)
-        at[winners[lo:hi] - offset] = np.arange(lo, hi)
-        return pc.coalesce(status, values.take(pa.array(np.where(at < 0, 0, at), mask=at < 0)))
+    def kept(self, offset: int, length: int) -> tuple[pa.Array, _Emails, dict[str, pa.Array]]:
+        """Profile ids, emails and audience statuses of the rows ``offset`` to ``offset + length``: pass 2's
+        batches need not line up with pass 1's (a reader's batches follow the row groups of the columns it
+        reads)."""
+        statuses = {aid: status.slice(offset, length).combine_chunks() for aid, status in self.statuses.items()}
+        return self.ids.slice(offset, length).combine_chunks(), self.emails.slice(offset, length), statuses
 
 
-def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _Dedup:
+def _winners(
+    part_paths: list[str], mapping: Mapping, read_batch_rows: int, audience_namespaces: dict[str, str]
+) -> _Dedup:
     """Pass 1: one winner per email (``DUPLICATE_RULE``), and which other rows are the winner's profile."""
     email_columns = {ID_COLUMN, IDENTITY_ROOT, MEMBERSHIP_COLUMN} | {s.split(".")[0] for s in mapping.email.sources}
     found, ids, ranks, total = [], [], [], 0
+    statuses: dict[str, list[pa.Array]] = {aid: [] for aid in audience_namespaces}
     for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, email_columns):
         found.append(_emails(batch, mapping))
         ids.append(profile_ids(batch))
-        ranks.append(_memberships(batch, {}).rank)
+        memberships = _memberships(batch, audience_namespaces)
+        ranks.append(memberships.rank)
+        for aid, status in memberships.statuses.items():
+            statuses[aid].append(status)
         total = offset + batch.num_rows
     emails, ids = _Emails.concat(found), pa.chunked_array(ids, pa.string())
+    statuses = {aid: pa.chunked_array(pieces, pa.string()) for aid, pieces in statuses.items()}
     del found
     loser_to_winner = np.full(total, -1, dtype=np.int64)
     merged = np.zeros(total, dtype=bool)
     none = np.empty(0, dtype=np.int64)
     if not total:
-        return _Dedup(total, ids, emails, loser_to_winner, pa.array([], pa.string()), merged, none, none)
+        return _Dedup(total, ids, emails, loser_to_winner, pa.array([], pa.string()), merged, none, none, statuses)
     # Only rows whose email occurs more than once can lose or merge: hashing finds them, and only they are
     # sorted (sorting every row by email was a third of pass 1).
     codes = pc.dictionary_encode(emails.email)
@@ -712,40 +708,34 @@ def _winners(part_paths: list[str], mapping: Mapping, read_batch_rows: int) -> _
     duplicate = ~starts & ~same_profile
     loser_to_winner[seq[duplicate]] = winner[duplicate]
     merged[seq[same_profile]] = True
-    return _Dedup(total, ids, emails, loser_to_winner, ranked, merged, seq[same_profile], seq[winner[same_profile]])
+    merged_rows, merged_into = seq[same_profile], seq[winner[same_profile]]
+    return _Dedup(total, ids, emails, loser_to_winner, ranked, merged, merged_rows, merged_into, statuses)
 
 
-def _merged_statuses(
-    part_paths: list[str], mapping: Mapping, read_batch_rows: int, dedup: _Dedup, audience_namespaces: dict[str, str]
-) -> None:
+def _merged_statuses(dedup: _Dedup) -> None:
     """Pass 1b, only when a profile spans several rows: per audience, the status each winner lacks taken
-    from its merged rows (the first one in dedup order that has one) into ``dedup.statuses``."""
-    if not len(dedup.merged_rows) or not audience_namespaces:
+    from its merged rows (the first one in dedup order that has one), in ``dedup.statuses``."""
+    if not len(dedup.merged_rows):
         return
+    rows = np.flatnonzero(dedup.merged)
     priority = np.empty(dedup.total, dtype=np.int64)  # a merged row's place in dedup order
     priority[dedup.merged_rows] = np.arange(len(dedup.merged_rows))
     winners = np.empty(dedup.total, dtype=np.int64)
     winners[dedup.merged_rows] = dedup.merged_into
-    found: dict[str, list[tuple[np.ndarray, pa.Array]]] = {aid: [] for aid in audience_namespaces}
-    for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, {MEMBERSHIP_COLUMN}):
-        rows = np.flatnonzero(dedup.merged[offset : offset + batch.num_rows])
-        if not len(rows):
-            continue
-        statuses = _memberships(batch, audience_namespaces).statuses
-        for aid, status in statuses.items():
-            found[aid].append((offset + rows, status.take(pa.array(rows))))
-    for aid, pieces in found.items():
-        rows = np.concatenate([r for r, _ in pieces])
-        status = pa.concat_arrays([v for _, v in pieces])
+    for aid, every in dedup.statuses.items():
+        status = every.take(pa.array(rows)).combine_chunks()
         present = pc.is_valid(status).to_numpy(zero_copy_only=False)
-        rows, status = rows[present], status.filter(pa.array(present))
-        owner = winners[rows]
-        sequence = np.lexsort((priority[rows], owner))
+        found, status = rows[present], status.filter(pa.array(present))
+        owner = winners[found]
+        sequence = np.lexsort((priority[found], owner))
         owner = owner[sequence]
         first = np.ones(len(owner), dtype=bool)
         first[1:] = owner[1:] != owner[:-1]
         if first.any():
-            dedup.statuses[aid] = (owner[first], status.take(pa.array(sequence[first])))
+            at = np.full(dedup.total, -1, dtype=np.int64)
+            at[owner[first]] = sequence[first]
+            gaps = status.take(pa.array(np.where(at < 0, 0, at), mask=at < 0))
+            dedup.statuses[aid] = pc.coalesce(every, pa.chunked_array([gaps]))
 
 
 class _BatchRejects:
@@ -791,14 +781,13 @@ def _map_batch(
     offset: int,
     mapping: Mapping,
     audience_properties: dict[str, str],
-    audience_namespaces: dict[str, str],
     dedup: _Dedup,
     sink: AtomicParquetWriter,
     by_category: Counter,
 ) -> pa.Table:
     """Pass 2 for one batch: rejects go to ``sink``, the mapped rows of the rest are returned (rows merged
     into their profile's winning row are left out, neither mapped nor rejected)."""
-    ids, emails = dedup.identities(offset, batch.num_rows)
+    ids, emails, statuses = dedup.kept(offset, batch.num_rows)
     rejects = _BatchRejects(sink, by_category, ids, pc.coalesce(emails.email, emails.raw))
     sources = " or ".join(mapping.email.sources)
     rejects.add(emails.missing, sources, "MISSING_EMAIL", f"the profile has no email in {sources}")
@@ -835,9 +824,8 @@ def _map_batch(
             )
 
         rejects.add(too_long, mapping_field.target, "VALUE_TOO_LONG", too_long_reason)
-    statuses = _memberships(batch, audience_namespaces).statuses
     for aid, prop in audience_properties.items():
-        status = dedup.fill(aid, statuses[aid], offset)
+        status = statuses[aid]
         unknown = pc.and_(pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(AUDIENCE_STATUSES))))
         rejects.add(
             pc.fill_null(unknown, False).to_numpy(zero_copy_only=False),
@@ -897,14 +885,14 @@ def map_export(
     rejects_path = os.path.join(out_dir, "rejects", "map.parquet")
     by_category: Counter[str] = Counter()
     valid = 0
-    attribute_columns = {MEMBERSHIP_COLUMN} | {s.split(".")[0] for f in mapping.attributes for s in f.sources}
+    attribute_columns = {s.split(".")[0] for f in mapping.attributes for s in f.sources}
     with _system_allocator():
-        dedup = _winners(part_paths, mapping, read_batch_rows)
-        _merged_statuses(part_paths, mapping, read_batch_rows, dedup, namespaces)
+        dedup = _winners(part_paths, mapping, read_batch_rows, namespaces)
+        _merged_statuses(dedup)
         chunks = ChunkWriter(os.path.join(out_dir, "mapped"), schema, chunk_rows)
         with AtomicParquetWriter(rejects_path, REJECT_SCHEMA) as sink:
             for _part, offset, batch in _iter_parts(part_paths, mapping, read_batch_rows, attribute_columns):
-                table = _map_batch(batch, offset, mapping, audience_properties, namespaces, dedup, sink, by_category)
+                table = _map_batch(batch, offset, mapping, audience_properties, dedup, sink, by_category)
                 valid += table.num_rows
                 chunks.add(table)
         mapped_paths = chunks.close()
