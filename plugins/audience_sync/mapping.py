@@ -425,13 +425,24 @@ def _gather(batch: pa.RecordBatch, mapping_field: FieldMapping, clean) -> _Candi
 
 def _pick(candidates: _Candidates, is_good, num_rows: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Per profile, its best candidate (good ones first, then by order, then export order), whether that
-    one is good, and whether the profile had no candidate at all."""
+    one is good, and whether the profile had no candidate at all. ``is_good`` judges each profile's first
+    candidate by order, and the others only where that one is not good: most profiles stop there."""
     if not sum(len(r) for r in candidates.rows):  # e.g. a batch in which no profile has an email at all
         return pa.nulls(num_rows, pa.string()), np.zeros(num_rows, dtype=bool), np.ones(num_rows, dtype=bool)
     rows = np.concatenate(candidates.rows)
+    order = np.concatenate(candidates.order)
     values = pa.concat_arrays([v.cast(pa.string()) for v in candidates.values])
-    good = is_good(values)
-    sequence = np.lexsort((np.arange(len(rows)), np.concatenate(candidates.order), ~good, rows))
+    export_order = np.arange(len(rows))
+    preferred = np.lexsort((export_order, order, rows))
+    preferred_rows = rows[preferred]
+    head = np.ones(len(rows), dtype=bool)
+    head[1:] = preferred_rows[1:] != preferred_rows[:-1]
+    good = np.zeros(len(rows), dtype=bool)  # left False unjudged: those rank after a good first candidate
+    good[preferred[head]] = is_good(values.take(pa.array(preferred[head])))
+    retry = preferred[~head & ~good[preferred[head]][np.cumsum(head) - 1]]
+    if len(retry):
+        good[retry] = is_good(values.take(pa.array(retry)))
+    sequence = np.lexsort((export_order, order, ~good, rows))
     sorted_rows = rows[sequence]
     first = np.ones(len(sorted_rows), dtype=bool)
     first[1:] = sorted_rows[1:] != sorted_rows[:-1]
