@@ -4,7 +4,8 @@
 
 Figures are ratios against a bound or against a baseline measured in the same run; nothing here asserts
 on time, and CI never runs it (tests/benchmarks/test_bench_smoke.py runs the code paths on toy sizes).
-Full sizes take about ten minutes on 2 cores; ``--quick`` takes well under one.
+Full sizes take about 40 minutes on 2 cores (the million profiles under the scheduler, 15 of them);
+``--quick`` takes about four.
 """
 
 from __future__ import annotations

@@ -347,8 +347,9 @@ def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> di
         exported_ids = set()
         for part in parts:
             exported_ids |= set(pq.read_table(part, columns=["_id"]).column("_id").to_pylist())
-        # 1% of profiles changed, and half as many memberships exited (the integrity work sends exits as updates)
-        mutated = seeding.mutate_population(db, fraction=fraction, exit_fraction=fraction / 2)
+        # ``fraction`` of the profiles changed: half of them in their attributes, half by leaving an audience
+        # (an exited membership; the seeded profiles hold about 1.4 memberships each)
+        mutated = seeding.mutate_population(db, fraction=fraction / 2, exit_fraction=fraction / 2 / 1.4)
         changed_in_export = len(exported_ids & set(mutated.changed_ids))
         parts2 = export_parts(db, list(properties), workdir / "export2", limit=profiles)
         since = time.time()
@@ -367,7 +368,9 @@ def incremental_sync(workdir: Path, profiles: int, fraction: float = 0.01) -> di
         "incremental_upsert_calls_seen_by_hubspot": upserts,
         "records_per_profile": round(second["records"] / profiles, 5),
         "requests_per_profile": round(second["requests"] / profiles, 6),
-        "records_vs_changed_profiles": round(second["records"] / max(changed_in_export, 1), 3),
+        "records_vs_changed_profiles": round(
+            second["records"] / max(changed_in_export + mutated.exited_memberships, 1), 3
+        ),
         "contacts_in_hubspot": len(stored),
         "records_lost": full["valid"] - full["rejected"] - len(stored),
     }
