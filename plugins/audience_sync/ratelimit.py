@@ -18,12 +18,14 @@ the same window. ``X-HubSpot-RateLimit-Remaining`` tells how full the server's w
 counts beyond our own requests is kept as "others" slots, so a task that starts right after
 another does not burst on top of the requests still counted.
 
-Adaptive budget: the same count makes a fixed split of the limit unnecessary. An adaptive limiter
-caps only the account's total (its own requests plus the others'), so a task running alone uses
-the whole budget and tasks running together share it, each taking the room the others leave. Until
-the first answer has told how full the window is, it sends one request at a time (a probe), so a
-task that starts while others run does not burst on top of them. Without rate headers (search) it
-keeps the fixed share.
+Adaptive budget: the same count tells whether anyone else is sending. A task that sees nobody else's
+requests in the window takes the whole budget, not its fixed share (1 / pool slots), ramping up from
+half its share so that tasks starting together see each other first; as soon as others show, it keeps
+to its fixed share, so tasks running together never add up to more than the limit. Where the requests
+still in the window (a finished task's, another app's) are what limits it, it takes only its share of
+the room HubSpot's last count showed, since the other tasks see the same room at the same moment.
+Until the first answer has told how full the window is, it sends one request at a time (a probe).
+Without rate headers (search) it keeps the fixed share.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class RollingWindowLimiter:
     ``share`` (0 < share ≤ 1) is this process's part of the account limit: N task processes that
     run in parallel (an Airflow pool of N slots) each take limit × 1/N.
     ``stale_after_s`` frees a slot whose answer never came (a dropped connection).
-    ``adaptive``: once the server's count is known, ``share`` no longer caps this process (see the module doc).
+    ``adaptive``: once the server's count is known, ``share`` caps this process only while others send (see the
+    module doc).
     """
 
     def __init__(
