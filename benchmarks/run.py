@@ -87,8 +87,8 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
             print(f"[upsert] {sizes.upsert_contacts:,} contacts, 1% bad ({kinds}), whole-batch refusals ({mode})",
                   flush=True)
             results["upsert"][label] = suites.upsert_isolation(
-                workdir / f"upsert-{label}", sizes.upsert_contacts, sizes.upsert_scaled_limit, 4, path, properties, mode,
-                kinds=kinds,
+                workdir / f"upsert-{label}", sizes.upsert_contacts, sizes.upsert_scaled_limit, 4, path, properties,
+                mode, kinds=kinds,
             )
             print(_brief(results["upsert"][label]), flush=True)
     if "concurrency" in only:

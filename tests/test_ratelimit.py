@@ -107,3 +107,25 @@ def test_a_limit_announced_by_the_server_restarts_the_adaptive_cap_from_half_the
     assert time.monotonic() - started >= 0.45
     for slot in sent:
         limiter.release(slot)
+
+
+def test_tasks_seeing_the_same_room_each_take_only_their_share_of_it():
+    """Another client's requests fill the window (a finished wave's, say): with 18 requests of room left, a task
+    whose share is a quarter sends 4 and waits for the server's next count, so four such tasks fit in the room."""
+    limiter = RollingWindowLimiter(limit=100, interval_s=10, share=0.25, adaptive=True)
+    limiter.observe(remaining=20)  # 80 of others: room 98 - 80 = 18, while the task's own cap (24) allows more
+    taken = []
+
+    def take(count: int) -> None:
+        for _ in range(count):
+            taken.append(limiter.acquire())
+
+    first = threading.Thread(target=take, args=(5,), daemon=True)
+    first.start()
+    first.join(timeout=1.0)
+    assert len(taken) == 4 and first.is_alive()  # floor(0.25 × 18); the fifth waits for a count
+    limiter.observe(remaining=20)  # a new count (our 4 are in flight): room 98 - 4 - 76 = 18 again
+    first.join(timeout=1.0)
+    assert len(taken) == 5 and not first.is_alive()
+    for slot in taken:
+        limiter.release(slot)

@@ -171,7 +171,7 @@ class RollingWindowLimiter:
             return 0.05  # slots in flight: an answer will wake us
         wait = max(waits) - now
         if own_excess > 0 and total_excess <= 0 and own_cap < self._adapted_target():
-            wait = min(wait, self._cap_raised_at + self.interval_s * CAP_RISE_EVERY - now)  # the cap may rise sooner
+            wait = min(wait, self._cap_raised_at + self.interval_s * CAP_RISE_EVERY - now)  # the cap may rise soon
         return max(0.001, wait)
 
     def _fair_wait(self, own_cap: int) -> float:
@@ -192,10 +192,11 @@ class RollingWindowLimiter:
 
     def _adapted_cap(self, now: float) -> int:
         """This process's cap in adaptive mode: the whole budget while nobody else's requests are in the window, the
-        fixed share as soon as some are. It falls at once and rises at most twofold per ``CAP_RISE_EVERY`` of a window,
-        so tasks that start together see each other before any of them leaves its share. (Splitting the budget among however
-        many tasks run, rather than falling back to the fixed share, made them race for the same freed room and
-        drew 429s in the sandbox: the caps must add up to no more than the account's limit at every moment.)"""
+        fixed share as soon as some are. It falls at once and rises at most twofold per ``CAP_RISE_EVERY`` of a
+        window, so tasks that start together see each other before any of them leaves its share. (Splitting the
+        budget among however many tasks run, rather than falling back to the fixed share, made them race for the
+        same freed room and drew 429s in the sandbox: the caps must add up to no more than the account's limit at
+        every moment.)"""
         target = self._adapted_target()
         if target < self._cap:
             self._cap = target

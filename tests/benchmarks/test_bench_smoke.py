@@ -80,7 +80,8 @@ def test_the_real_executor_benchmarks_run_and_record_their_figures(tmp_path, mon
         assert together["records_lost"] == 0 and together["status_429"] == 0 and together["requests"] == 3
     whole = results["scheduler"]
     assert whole["state"] == "success" and whole["status_429"] == 0 and whole["records_sent"] > 300
-    assert whole["seconds_between_tasks"] > 0 and set(whole["task_peak_memory_mib"]) >= {"map_contacts", "upsert_contacts"}
+    assert whole["seconds_between_tasks"] > 0
+    assert set(whole["task_peak_memory_mib"]) >= {"map_contacts", "upsert_contacts"}
     million = results["million"]
     assert million["full_run"]["state"] == million["changed_run"]["state"] == "success"
     assert 0 < million["changed_run"]["records_sent"] < million["full_run"]["records_sent"]
