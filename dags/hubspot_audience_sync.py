@@ -190,8 +190,9 @@ with DAG(
         output_dir="{{ run_folder(dag.dag_id, run_id) }}/upsert",
         batch_size="{{ params.batch_size }}",
         threads=config.upsert_threads,
-        # The pool runs at most `slots` upserts at once; each takes its share of the rate budget
-        # (a run with fewer chunks than slots gives each chunk a larger share).
+        # The pool runs at most `slots` upserts at once: each keeps to this share of the rate budget while
+        # others send, and takes the whole budget alone (audience_sync.ratelimit). The plan writes one chunk
+        # or a multiple of `slots`; one chunk gets the whole share.
         rate_share="{{ 1.0 / ([%d, ti.xcom_pull(task_ids='%s') | length] | min) }}"
         % (config.hubspot_pool_slots, plan.task_id),
         pool=config.hubspot_pool,
