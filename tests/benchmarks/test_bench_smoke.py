@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -77,7 +78,8 @@ def test_the_real_executor_benchmarks_run_and_record_their_figures(tmp_path, mon
 
     for tasks in (1, 2, 4):
         together = results["concurrency"][f"tasks_{tasks}_of_4_slots"]
-        assert together["records_lost"] == 0 and together["status_429"] == 0 and together["requests"] == 3
+        assert together["records_lost"] == 0 and together["status_429"] == 0
+        assert together["requests"] == tasks * math.ceil(math.ceil(300 / tasks) / 100)  # 3, 4 and 4 requests
     whole = results["scheduler"]
     assert whole["state"] == "success" and whole["status_429"] == 0 and whole["records_sent"] > 300
     assert whole["seconds_between_tasks"] > 0
