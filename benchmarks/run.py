@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import ROOT, machine, setup_paths
+from benchmarks.support import DEFAULT_LIMIT, ROOT, machine, setup_paths
 
 NAMES = ("upsert", "mapping", "incremental", "e2e", "download", "concurrency", "scheduler", "million")
 
@@ -69,7 +69,7 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
         path, properties = mapped_contacts(data, sizes.upsert_contacts)
         runs = {}
         for label, limit, threads in (
-            ("default_limit", 190, 2),
+            ("default_limit", DEFAULT_LIMIT, 2),
             ("scaled_limit", sizes.upsert_scaled_limit, 4),
         ):
             print(f"[upsert] {sizes.upsert_contacts:,} contacts at {limit}/10s, {threads} threads", flush=True)
@@ -96,10 +96,10 @@ def run(sizes: Sizes, only: list[str], out: Path, workdir: Path) -> dict:
         results["concurrency"] = {}
         for tasks in (1, 2, 4):  # the shipped 4 pool slots: a busy pool or the last chunks, and a full pool
             label = f"tasks_{tasks}_of_4_slots"
-            print(f"[concurrency] {sizes.upsert_contacts:,} contacts at 190/10s, {tasks} upsert task(s) at once",
+            print(f"[concurrency] {sizes.upsert_contacts:,} contacts at {DEFAULT_LIMIT}/10s, {tasks} task(s) at once",
                   flush=True)
             results["concurrency"][label] = suites.upsert_together(
-                workdir / f"concurrency-{label}", sizes.upsert_contacts, 190, tasks, 4, path, properties
+                workdir / f"concurrency-{label}", sizes.upsert_contacts, DEFAULT_LIMIT, tasks, 4, path, properties
             )
             print(_brief(results["concurrency"][label]), flush=True)
     if "mapping" in only:

@@ -25,10 +25,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.support import RECORDS_PER_REQUEST, ROOT, upsert_times, window_fill
+from benchmarks.support import (
+    DEFAULT_LIMIT,
+    INTERVAL_S,
+    RECORDS_PER_REQUEST,
+    ROOT,
+    account_allowed,
+    hubspot_sandbox_args,
+    upsert_times,
+    window_fill,
+)
 
-DEFAULT_LIMIT = 190  # requests per 10 s window, HubSpot's default for most accounts (usage guidelines)
-INTERVAL_S = 10.0
 PEAK_LINE = re.compile(r"task process peak memory (\d+) MiB")
 
 
@@ -107,16 +114,11 @@ class _Stack:
             workdir,
             self.patch,
             profiles=profiles,
-            hubspot_args=self.hubspot_args(hubspot_limit),
+            hubspot_args=hubspot_sandbox_args(hubspot_limit),
             aep_args=("--part-rows", "250000", "--job-seconds", "0.3"),
         )
         self.airflow = AirflowStack(standalone_env(workdir / "airflow"), workdir / "airflow" / "stack")
         self.settings = settings
-
-    @staticmethod
-    def hubspot_args(limit: int) -> tuple[str, ...]:
-        # --index-delay 0: see suites._hubspot (real HubSpot indexes asynchronously, without the stall)
-        return ("--rate-limit", str(limit), "--interval-ms", str(int(INTERVAL_S * 1000)), "--index-delay", "0")
 
     def start(self) -> dict[str, float]:
         from scripts.airflow_stack import DAG_ID, start_stack
@@ -130,12 +132,10 @@ class _Stack:
         hubspot = self.world.hubspot
         port = int(hubspot.url.rsplit(":", 1)[1])
         hubspot.stop()
-        self.world.hubspot = start_sandbox("hubspot", Path(hubspot.db).parent, *self.hubspot_args(limit), port=port)
+        self.world.hubspot = start_sandbox("hubspot", Path(hubspot.db).parent, *hubspot_sandbox_args(limit), port=port)
 
     def run(self, conf: dict, timeout: float, limit: int) -> dict:
         """Trigger one run and wait; its figures."""
-        from audience_sync.ratelimit import SAFETY_MARGIN
-
         from scripts.airflow_stack import DAG_ID, trigger_and_wait
 
         api = self.airflow.api
@@ -161,7 +161,7 @@ class _Stack:
             r.get("seconds", 0.0) for r in self.world.hubspot.admin("GET", f"requests?since={since}")["requests"]
             if r["method"] == "POST" and r["path"].endswith("/batch/upsert")
         )
-        allowed = math.floor(limit * (1 - SAFETY_MARGIN))
+        allowed = account_allowed(limit)
         upsert_s = (upsert_ended - upsert_began) if upserts else None
         return {
             "state": run["state"],

@@ -19,35 +19,30 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from benchmarks.support import (
+    DEFAULT_LIMIT,
+    INTERVAL_S,
     MAPPING_PATH,
     RECORDS_PER_REQUEST,
     ROOT,
+    account_allowed,
     contacts_in_hubspot,
     ensure_audience_properties,
     export_parts,
     hubspot_client,
+    hubspot_sandbox_args,
     run_json,
     seeded_export,
     upsert_times,
     window_fill,
 )
 
-INTERVAL_S = 10.0
 
 
 def _hubspot(workdir: Path, rate_limit: int, *args: str):
     from sandbox_process import start_sandbox
 
     workdir.mkdir(parents=True, exist_ok=True)
-    # --index-delay 0: the sandbox indexes each write for search as the next write arrives. With a delay,
-    # the first write after the limiter's idle gap indexes the whole previous window (~19,000 contacts) in
-    # about a second, a stall real HubSpot (which indexes asynchronously) does not have.
-    return start_sandbox(
-        "hubspot",
-        workdir,
-        *("--rate-limit", str(rate_limit), "--interval-ms", str(int(INTERVAL_S * 1000)), "--index-delay", "0"),
-        *args,
-    )
+    return start_sandbox("hubspot", workdir, *hubspot_sandbox_args(rate_limit), *args)
 
 
 # --- 1. upsert throughput ---------------------------------------------------------------------------------
@@ -83,7 +78,7 @@ def upsert_throughput(
     rate = contacts / elapsed
     # Fastest schedule a rolling window allows from an empty window: request k leaves at floor(k / limit) × W.
     requests = summary["requests"]
-    allowed = max(1, math.floor(rate_limit * (1 - SAFETY_MARGIN)))
+    allowed = account_allowed(rate_limit)
     fastest_s = math.floor((requests - 1) / rate_limit) * INTERVAL_S
     return {
         "contacts": contacts,
@@ -161,9 +156,7 @@ def upsert_together(
     sent = sum(s["sent"] for s in summaries)
     elapsed = max(times) - start_at if times else finished - start_at
     ceiling = rate_limit * RECORDS_PER_REQUEST / INTERVAL_S
-    from audience_sync.ratelimit import SAFETY_MARGIN
-
-    allowed = math.floor(rate_limit * (1 - SAFETY_MARGIN))
+    allowed = account_allowed(rate_limit)
     return {
         "contacts": contacts,
         "tasks": tasks,
@@ -416,7 +409,7 @@ def end_to_end(workdir: Path, profiles: int, pool_slots: int) -> dict:
         world.stop()
         patch.undo()
     records = int(contacts.get("to_send", 0))
-    bound = records / (190 * RECORDS_PER_REQUEST / INTERVAL_S)
+    bound = records / (DEFAULT_LIMIT * RECORDS_PER_REQUEST / INTERVAL_S)
     return {
         "seeded_profiles": profiles,
         "state": run["state"],

@@ -19,6 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPING_PATH = ROOT / "include" / "mappings" / "default.yaml"
 STATUSES = ["realized", "existing", "exited"]
 RECORDS_PER_REQUEST = 100
+INTERVAL_S = 10.0  # HubSpot's rolling window
+DEFAULT_LIMIT = 190  # requests per window: HubSpot's default for most accounts (usage guidelines)
+
+
+def hubspot_sandbox_args(rate_limit: int) -> tuple[str, ...]:
+    """The HubSpot sandbox's flags for a benchmark at ``rate_limit`` requests per window.
+
+    --index-delay 0: the sandbox indexes each write for search as the next write arrives. With a delay,
+    the first write after the limiter's idle gap indexes the whole previous window (~19,000 contacts) in
+    about a second, a stall real HubSpot (which indexes asynchronously) does not have.
+    """
+    return ("--rate-limit", str(rate_limit), "--interval-ms", str(int(INTERVAL_S * 1000)), "--index-delay", "0")
+
+
+def account_allowed(rate_limit: int) -> int:
+    """Requests per window the limiter lets the whole account send (the limit less its safety margin)."""
+    from audience_sync.ratelimit import RollingWindowLimiter
+
+    return RollingWindowLimiter(rate_limit, INTERVAL_S).account_allowed
 
 
 def setup_paths() -> None:
