@@ -32,7 +32,7 @@ from benchmarks.support import (
     ROOT,
     account_allowed,
     hubspot_sandbox_args,
-    upsert_times,
+    upsert_requests,
     window_fill,
 )
 
@@ -58,6 +58,16 @@ def idle_between_tasks(tasks: list[dict], start: float, end: float) -> float:
             idle += began - cursor
         cursor = max(cursor, ended)
     return idle + max(0.0, end - cursor)
+
+
+def requests_per_window(times: list[float]) -> list[int]:
+    """Requests in each consecutive window from the first one (the last window may be partial)."""
+    if not times:
+        return []
+    windows = [0] * (math.floor((times[-1] - times[0]) / INTERVAL_S) + 1)
+    for t in times:
+        windows[math.floor((t - times[0]) / INTERVAL_S)] += 1
+    return windows
 
 
 def _quantiles(values: list[float]) -> dict[str, float | None]:
@@ -156,11 +166,9 @@ class _Stack:
         ceiling = limit * RECORDS_PER_REQUEST / INTERVAL_S
         bound = records / ceiling
         wall = ended - began if began and ended else outcome["timings"]["run_s"]
-        times = upsert_times(self.world.hubspot, since)
-        served = sorted(
-            r.get("seconds", 0.0) for r in self.world.hubspot.admin("GET", f"requests?since={since}")["requests"]
-            if r["method"] == "POST" and r["path"].endswith("/batch/upsert")
-        )
+        accepted = upsert_requests(self.world.hubspot, since)
+        times = [r["time"] for r in accepted]
+        served = sorted(r["seconds"] for r in accepted)
         allowed = account_allowed(limit)
         upsert_s = (upsert_ended - upsert_began) if upserts else None
         return {
@@ -186,10 +194,7 @@ class _Stack:
             # the sandbox's own time per upsert: when it nears (threads × tasks) / (limit / window), the two
             # cores, not the limiter, set the pace
             "upsert_server_seconds": _quantiles(served),
-            "upsert_requests_per_window": [
-                sum(1 for t in times if start <= t < start + INTERVAL_S)
-                for start in (times[0] + n * INTERVAL_S for n in range(math.ceil((times[-1] - times[0]) / INTERVAL_S)))
-            ] if times else [],
+            "upsert_requests_per_window": requests_per_window(times),
             "upsert_task_spans_s": sorted(
                 (round(_parse(t["start_date"]) - upsert_began, 1), round(_parse(t["end_date"]) - upsert_began, 1))
                 for t in upserts

@@ -151,12 +151,16 @@ def ensure_audience_properties(client, names: list[str]) -> None:
             )
 
 
-def upsert_times(sandbox, since: float = 0.0) -> list[float]:
-    """Arrival times of the batch upserts HubSpot accepted (any answer but 429)."""
+def upsert_requests(sandbox, since: float = 0.0) -> list[dict]:
+    """The request log's batch upserts HubSpot accepted (any answer but 429), in arrival order."""
     log = sandbox.admin("GET", f"requests?since={since}")["requests"]
-    return sorted(
-        r["time"] for r in log if r["method"] == "POST" and r["path"].endswith("/batch/upsert") and r["status"] != 429
-    )
+    accepted = [r for r in log if r["method"] == "POST" and r["path"].endswith("/batch/upsert") and r["status"] != 429]
+    return sorted(accepted, key=lambda r: r["time"])
+
+
+def upsert_times(sandbox, since: float = 0.0) -> list[float]:
+    """Arrival times of the batch upserts HubSpot accepted."""
+    return [r["time"] for r in upsert_requests(sandbox, since)]
 
 
 def window_counts(times: list[float], interval_s: float) -> list[int]:
