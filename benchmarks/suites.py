@@ -32,6 +32,7 @@ from benchmarks.support import (
     hubspot_sandbox_args,
     run_json,
     seeded_export,
+    subprocess_env,
     upsert_times,
     window_fill,
 )
@@ -112,26 +113,21 @@ def upsert_together(
 
     The account's rate is read window to window from HubSpot's side (the sandbox's request log), so the
     figure counts what the tasks achieved together, whatever each one's limiter believed."""
-    import pyarrow as pa
-
     table = pq.read_table(input_path).slice(0, contacts)
     share = math.ceil(contacts / tasks)
-    chunks = []
-    for n in range(tasks):
-        chunk = workdir / f"chunk-{n}.parquet"
-        chunk.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_batches(table.slice(n * share, share).to_batches(), table.schema), chunk)
-        chunks.append(chunk)
+    workdir.mkdir(parents=True, exist_ok=True)
+    chunks = [workdir / f"chunk-{n}.parquet" for n in range(tasks)]
+    for n, chunk in enumerate(chunks):
+        pq.write_table(table.slice(n * share, share), chunk)
     sandbox = _hubspot(workdir, rate_limit)
     try:
         ensure_audience_properties(hubspot_client(sandbox.url), properties)
         go = workdir / "go"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / f) for f in ("plugins", "include", "tests", "."))}
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.upsert_worker", sandbox.url, str(1 / pool_slots), "2", str(chunk),
                  str(workdir / f"out-{n}"), str(go)],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for n, chunk in enumerate(chunks)
         ]
@@ -140,12 +136,12 @@ def upsert_together(
             if any(w.poll() is not None for w in workers):
                 break
             time.sleep(0.05)
-        since = start_at = time.time()
+        started = time.time()
         go.touch()
         outputs = [w.communicate(timeout=3600) for w in workers]
         finished = time.time()
         stats = sandbox.admin("GET", "stats")["stats"]
-        times = upsert_times(sandbox, since)
+        times = upsert_times(sandbox, started)
         stored = contacts_in_hubspot(sandbox)
     finally:
         sandbox.stop()
@@ -154,7 +150,7 @@ def upsert_together(
         raise RuntimeError("an upsert worker failed:\n" + failed[0])
     summaries = [json.loads(out.strip().splitlines()[-1])["summary"] for out, _ in outputs]
     sent = sum(s["sent"] for s in summaries)
-    elapsed = max(times) - start_at if times else finished - start_at
+    elapsed = max(times) - started if times else finished - started
     ceiling = rate_limit * RECORDS_PER_REQUEST / INTERVAL_S
     allowed = account_allowed(rate_limit)
     return {
